@@ -1,0 +1,42 @@
+# The map of every task. `make test` is the one command that proves the product.
+GO      ?= go
+BIN     := bin
+PKGS    := ./...
+TARGET  ?= amd64
+IMAGE   ?= cell.img
+
+.PHONY: build run test unit integration bench image vm lint clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/cell ./cmd/cell
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/cellctl ./cmd/cellctl
+
+# Runs the whole cell on this machine with safe defaults: data in ./var, API on
+# 127.0.0.1:3000, WireGuard in userspace (gVisor netstack unless root asks for tun).
+run: build
+	./$(BIN)/cell -data ./var -listen 127.0.0.1:3000
+
+# Every test: unit tests with fakes always; as root on Linux also the network
+# namespace and daemon tests; the QEMU image tests where qemu-system-x86_64 exists.
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 60m $(PKGS)
+
+unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+bench:
+	$(GO) test -count=1 -run '^$$' -bench . -benchmem -timeout 60m $(PKGS)
+
+image: build
+	./$(BIN)/cellctl image build -target $(TARGET) -o $(IMAGE)
+
+vm: image
+	./$(BIN)/cellctl vm run -image $(IMAGE)
+
+lint:
+	gofmt -l . | tee /dev/stderr | (! read)
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf $(BIN) $(IMAGE)

@@ -1,0 +1,19 @@
+//go:build tools
+
+package tools
+
+import (
+	_ "filippo.io/age"
+	_ "github.com/diskfs/go-diskfs"
+	_ "github.com/google/go-cmp/cmp"
+	_ "github.com/google/nftables"
+	_ "github.com/gokrazy/gokrazy"
+	_ "github.com/julienschmidt/httprouter"
+	_ "github.com/skip2/go-qrcode"
+	_ "github.com/vishvananda/netlink"
+	_ "go.etcd.io/bbolt"
+	_ "golang.org/x/crypto/argon2"
+	_ "golang.zx2c4.com/wireguard/device"
+	_ "golang.zx2c4.com/wireguard/tun/netstack"
+	_ "golang.zx2c4.com/wireguard/wgctrl"
+)
