@@ -1,0 +1,135 @@
+package cell
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/crypto/argon2"
+)
+
+// Password hashing: argon2id at m=19 MiB, t=2, p=1 (OWASP's minimum), stored as a PHC
+// string. Hashing is capped at half the CPUs at once (at least one) and at most 16
+// logins may wait for a turn, so a login flood costs bounded memory and leaves a core
+// for everything else; the rest get 429 at once.
+const (
+	argonTime    = 2
+	argonMemory  = 19 * 1024
+	argonThreads = 1
+	argonKeyLen  = 32
+	argonSaltLen = 16
+	maxWaiting   = 16
+
+	// MinPasswordLen and MaxPasswordLen bound every password the cell accepts.
+	MinPasswordLen = 12
+	MaxPasswordLen = 1024
+)
+
+type hasher struct {
+	memory  uint32
+	rand    io.Reader
+	slots   chan struct{}
+	waiting atomic.Int32
+	dummy   string // a hash to verify against when the user does not exist
+}
+
+func newHasher(memoryKiB uint32, rand io.Reader) *hasher {
+	if memoryKiB == 0 {
+		memoryKiB = argonMemory
+	}
+	n := runtime.NumCPU() / 2
+	if n < 1 {
+		n = 1
+	}
+	h := &hasher{memory: memoryKiB, rand: rand, slots: make(chan struct{}, n)}
+	h.dummy = h.hashUnlimited("not a password of anyone's")
+	return h
+}
+
+// acquire takes a hashing slot or refuses when too many are already waiting.
+func (h *hasher) acquire() error {
+	if h.waiting.Add(1) > maxWaiting {
+		h.waiting.Add(-1)
+		return Errorf(ErrTooMany, "login_busy", "too many logins at once; try again in a moment")
+	}
+	h.slots <- struct{}{}
+	h.waiting.Add(-1)
+	return nil
+}
+
+func (h *hasher) release() { <-h.slots }
+
+// Hash returns the PHC string of password.
+func (h *hasher) Hash(password string) (string, error) {
+	if err := h.acquire(); err != nil {
+		return "", err
+	}
+	defer h.release()
+	return h.hashUnlimited(password), nil
+}
+
+func (h *hasher) hashUnlimited(password string) string {
+	salt := make([]byte, argonSaltLen)
+	if _, err := io.ReadFull(h.rand, salt); err != nil {
+		panic("cell: the random source failed: " + err.Error())
+	}
+	key := argon2.IDKey([]byte(password), salt, argonTime, h.memory, argonThreads, argonKeyLen)
+	b64 := base64.RawStdEncoding
+	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.memory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// Verify checks password against a PHC string; an empty phc verifies against a dummy
+// so that a missing user costs the same time as a wrong password.
+func (h *hasher) Verify(phc, password string) (bool, error) {
+	if err := h.acquire(); err != nil {
+		return false, err
+	}
+	defer h.release()
+	if phc == "" {
+		verifyPHC(h.dummy, password)
+		return false, nil
+	}
+	return verifyPHC(phc, password), nil
+}
+
+func verifyPHC(phc, password string) bool {
+	parts := strings.Split(phc, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" {
+		return false
+	}
+	var v int
+	var m, t uint32
+	var p uint8
+	if _, err := fmt.Sscanf(parts[2], "v=%d", &v); err != nil || v != argon2.Version {
+		return false
+	}
+	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err != nil {
+		return false
+	}
+	b64 := base64.RawStdEncoding
+	salt, err1 := b64.DecodeString(parts[4])
+	want, err2 := b64.DecodeString(parts[5])
+	if err1 != nil || err2 != nil || len(want) == 0 {
+		return false
+	}
+	got := argon2.IDKey([]byte(password), salt, t, m, p, uint32(len(want)))
+	return subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// checkPassword validates a new password's length.
+func checkPassword(field, pw string) error {
+	if len(pw) < MinPasswordLen {
+		return Invalid("weak_password", "%s must be at least %d characters", field, MinPasswordLen)
+	}
+	if len(pw) > MaxPasswordLen {
+		return Invalid("invalid_password", "%s must be at most %d bytes", field, MaxPasswordLen)
+	}
+	if strings.ContainsRune(pw, 0) {
+		return Invalid("invalid_password", "%s must not contain a NUL character", field)
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+// Command cell is the cell's daemon: it opens the database, starts every part of the
+// cell and serves the API until SIGTERM or SIGINT, then lets in-flight requests finish
+// and closes the database.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/logs"
+	"github.com/pic-cell/cell/httpapi"
+	"github.com/pic-cell/cell/storage"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// flags are the daemon's settings; each is also read from CELL_<NAME> (upper case,
+// '-' as '_'), and a flag on the command line wins over the environment.
+type flags struct {
+	data     string
+	listen   string
+	logLevel string
+}
+
+func parseFlags(args []string) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("cell", flag.ContinueOnError)
+	fs.StringVar(&f.data, "data", "./var", "the directory that holds all state (cell.db, identity, logs)")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:3000", "the API's address")
+	fs.StringVar(&f.logLevel, "log-level", "info", "the starting log level of every component: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var err error
+	fs.VisitAll(func(fl *flag.Flag) {
+		env := "CELL_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && !set[fl.Name] && err == nil {
+			if e := fl.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	return f, err
+}
+
+func run(args []string) error {
+	f, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	level, err := logs.ParseLevel(f.logLevel)
+	if err != nil {
+		return err
+	}
+	book, err := logs.Open(logs.Options{Dir: filepath.Join(f.data, "logs"), Echo: os.Stderr})
+	if err != nil {
+		return err
+	}
+	defer book.Close()
+	for _, c := range []string{"api", "storage", "audit", "cell"} {
+		book.Level(c).Set(level)
+	}
+	slog := book.Logger("cell")
+
+	db, err := storage.Open(f.data)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.Check(); err != nil {
+		return err
+	}
+	v, _ := db.SchemaVersion()
+	book.Logger("storage").Info("database open", "path", db.Path(), "schema", v)
+
+	c, err := cell.New(cell.Options{DB: db, Logs: book})
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book})
+
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute, // update bundles are large
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go c.RunHealth(ctx)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	slog.Info("serving", "listen", ln.Addr().String(), "version", cell.Version)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	slog.Info("shutting down: letting requests finish")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		slog.Error("shutdown", "err", err)
+	}
+	if _, err := c.Checkpoint(); err != nil {
+		slog.Error("final audit checkpoint", "err", err)
+	}
+	slog.Info("stopped")
+	return nil
+}

@@ -1,0 +1,124 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/pic-cell/cell/cell"
+)
+
+func (s *Server) authRoutes() []Route {
+	return []Route{
+		{Method: "POST", Path: "/api/auth/login", Access: Public, Action: "auth.login", TargetType: "user", Handle: s.login},
+		{Method: "POST", Path: "/api/auth/logout", Access: Session, Action: "auth.logout", TargetType: "user", Handle: s.logout},
+		{Method: "GET", Path: "/api/auth/me", Access: Session, Handle: s.me},
+		{Method: "GET", Path: "/api/auth/csrf-token", Access: Session, Handle: s.csrfToken},
+		{Method: "POST", Path: "/api/auth/change-password", Access: Session, Action: "auth.change_password", TargetType: "user", Handle: s.changePassword},
+		{Method: "POST", Path: "/api/auth/admin/reset-password", Access: Admin, Action: "auth.reset_password", TargetType: "user", Handle: s.resetPassword},
+		{Method: "GET", Path: "/api/auth/users", Access: Admin, Handle: s.users},
+	}
+}
+
+func (s *Server) setCookie(req *Request, value string, expires time.Time) {
+	secure := s.SecureCookies || req.TLS != nil
+	c := &http.Cookie{
+		Name: SessionCookie, Value: value, Path: "/", HttpOnly: true, Secure: secure,
+		SameSite: http.SameSiteStrictMode, Expires: expires,
+	}
+	if value == "" {
+		c.MaxAge = -1
+	}
+	http.SetCookie(req.W, c)
+}
+
+type loginRequest struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+type userResponse struct {
+	Username string `json:"username"`
+	Role     string `json:"role"`
+}
+
+func (s *Server) login(req *Request) (any, error) {
+	var in loginRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	if len(in.Username) <= 64 {
+		req.TargetID = in.Username
+		req.Actor = in.Username
+	}
+	if !s.isSetupDone() {
+		return nil, cell.Errorf(cell.ErrSetupNeeded, "setup_required", "the cell is not set up yet: complete the wizard under /api/setup first")
+	}
+	id, sess, err := s.deps.Auth.Login(in.Username, in.Password, req.SourceIP, req.SessionID)
+	if err != nil {
+		return nil, err
+	}
+	req.Session = &sess
+	s.setCookie(req, id, sess.ExpiresAt)
+	return userResponse{sess.Username, sess.Role}, nil
+}
+
+func (s *Server) logout(req *Request) (any, error) {
+	req.TargetID = req.Session.Username
+	if err := s.deps.Auth.Logout(req.SessionID); err != nil {
+		return nil, err
+	}
+	s.setCookie(req, "", time.Unix(0, 0))
+	return map[string]bool{"ok": true}, nil
+}
+
+func (s *Server) me(req *Request) (any, error) {
+	return userResponse{req.Session.Username, req.Session.Role}, nil
+}
+
+func (s *Server) csrfToken(req *Request) (any, error) {
+	return map[string]string{"token": req.Session.CSRFToken}, nil
+}
+
+type changePasswordRequest struct {
+	Current string `json:"current_password"`
+	New     string `json:"new_password"`
+}
+
+func (s *Server) changePassword(req *Request) (any, error) {
+	req.TargetID = req.Session.Username
+	var in changePasswordRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	if err := s.deps.Auth.ChangePassword(*req.Session, in.Current, in.New); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"ok": true}, nil
+}
+
+type resetPasswordRequest struct {
+	Username string `json:"username"`
+	New      string `json:"new_password"`
+}
+
+func (s *Server) resetPassword(req *Request) (any, error) {
+	var in resetPasswordRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	if len(in.Username) <= 64 {
+		req.TargetID = in.Username
+	}
+	if err := s.deps.Auth.ResetPassword(in.Username, in.New); err != nil {
+		return nil, err
+	}
+	return map[string]bool{"ok": true}, nil
+}
+
+func (s *Server) users(req *Request) (any, error) {
+	us, err := s.deps.Auth.Users()
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"users": us}, nil
+}

@@ -1,0 +1,89 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/pic-cell/cell/cell"
+)
+
+func (s *Server) coreRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: "/health", Access: Public, Handle: s.health},
+		{Method: "GET", Path: "/api/status", Access: Admin, Handle: s.status},
+		{Method: "GET", Path: "/api/config", Access: Admin, Handle: s.getConfig},
+		{Method: "PUT", Path: "/api/config", Access: Admin, Action: "config.update", TargetType: "config", Handle: s.putConfig},
+		{Method: "GET", Path: "/api/health/history", Access: Admin, Handle: s.healthHistory},
+	}
+}
+
+// health is public: it says whether the cell answers and its overall state, nothing
+// that helps an attacker.
+func (s *Server) health(req *Request) (any, error) {
+	st := s.deps.Core.Status(req.Context())
+	return map[string]any{"ok": st.State != cell.StateDown, "state": st.State, "version": st.Version, "setup_complete": s.isSetupDone()}, nil
+}
+
+func (s *Server) status(req *Request) (any, error) { return s.deps.Core.Status(req.Context()), nil }
+
+func (s *Server) getConfig(req *Request) (any, error) { return s.deps.Core.Config() }
+
+func (s *Server) putConfig(req *Request) (any, error) {
+	raw, err := req.Body()
+	if err != nil {
+		return nil, err
+	}
+	cfg, changed, err := s.deps.Core.PatchConfig(raw)
+	if err != nil {
+		return nil, err
+	}
+	// The config holds no secret, so the audit entry may name the new values.
+	req.Detail("changed", strings.Join(changed, ","))
+	var doc map[string]any
+	raw, _ = json.Marshal(cfg)
+	json.Unmarshal(raw, &doc)
+	for _, f := range changed {
+		req.Detail(f, fmt.Sprint(lookup(doc, f)))
+	}
+	return cfg, nil
+}
+
+func (s *Server) healthHistory(req *Request) (any, error) {
+	limit, err := intParam(req, "limit", 100, 1, 100000)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := s.deps.Core.HealthHistory(limit)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"history": recs}, nil
+}
+
+// intParam reads an integer query parameter within bounds.
+func intParam(req *Request, name string, def, min, max int) (int, error) {
+	v := req.URL.Query().Get(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < min || n > max {
+		return 0, cell.Invalid("invalid_"+name, "%s must be a whole number from %d to %d", name, min, max)
+	}
+	return n, nil
+}
+
+// lookup finds a dotted path in a decoded JSON document.
+func lookup(doc map[string]any, path string) any {
+	var cur any = doc
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
+}

@@ -1,0 +1,377 @@
+package httpapi
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/julienschmidt/httprouter"
+
+	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/storage"
+)
+
+// Access says who may call a route.
+type Access int
+
+const (
+	Public  Access = iota // anyone, before and after setup
+	Setup                 // anyone; the setup area refuses changes itself once set up
+	Session               // any logged-in user
+	Admin                 // role admin
+	Peer                  // role peer
+)
+
+func (a Access) String() string {
+	return [...]string{"public", "setup", "session", "admin", "peer"}[a]
+}
+
+// SessionCookie is the name of the session cookie.
+const SessionCookie = "pic_session"
+
+// DefaultMaxBody caps request bodies unless a route says otherwise.
+const DefaultMaxBody = 1 << 20
+
+// Route is one endpoint.
+type Route struct {
+	Method     string
+	Path       string
+	Access     Access
+	Action     string // audit action; default "METHOD pattern"
+	TargetType string // audit target type
+	MaxBody    int64  // 0: DefaultMaxBody
+	Status     int    // success status; 0: 200
+	Handle     func(*Request) (any, error)
+}
+
+// Raw is a response written as it is, not as JSON.
+type Raw struct {
+	ContentType string
+	Filename    string // when set, served as an attachment
+	Body        []byte
+}
+
+// Request is what a handler gets.
+type Request struct {
+	*http.Request
+	W         http.ResponseWriter
+	Params    httprouter.Params
+	Session   *storage.Session // nil when not logged in
+	SessionID string
+	SourceIP  string
+	route     *Route
+
+	// Set by handlers for the audit entry.
+	TargetID string
+	Details  map[string]string
+	// Actor overrides the audit actor (login names the user trying).
+	Actor string
+}
+
+// Detail adds a non-secret detail to the audit entry.
+func (r *Request) Detail(k, v string) {
+	if r.Details == nil {
+		r.Details = map[string]string{}
+	}
+	r.Details[k] = v
+}
+
+// Decode reads a JSON body strictly into dst.
+func (r *Request) Decode(dst any) error {
+	raw, err := r.Body()
+	if err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return cell.Invalid("empty_body", "a JSON body is required")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
+			return cell.Invalid("malformed_json", "the body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+		case errors.As(err, &typ):
+			return cell.Invalid("invalid_field", "field %q must be a %s", typ.Field, typ.Type)
+		default:
+			return cell.Invalid("invalid_body", "%s", strings.TrimPrefix(err.Error(), "json: "))
+		}
+	}
+	if dec.More() {
+		return cell.Invalid("malformed_json", "the body must hold exactly one JSON value")
+	}
+	return nil
+}
+
+// Body reads the whole (capped) body once, checking its media type.
+func (r *Request) Body() ([]byte, error) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return nil, fmt.Errorf("send the body as application/json, not %q: %w", ct, errMediaType)
+		}
+	}
+	raw, err := io.ReadAll(r.Request.Body)
+	if err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
+
+// Server is the HTTP API.
+type Server struct {
+	deps   Deps
+	log    *slog.Logger
+	router *httprouter.Router
+	routes []Route
+	// setupDone caches the fact once true: it never becomes false again.
+	setupDone atomic.Bool
+	// SecureCookies forces the cookie's Secure flag (set behind TLS).
+	SecureCookies bool
+	extra         []func(*Server) []Route
+}
+
+// New builds the API over deps; extra areas (added by later parts) register through
+// With before Handler is first called.
+func New(deps Deps) *Server {
+	s := &Server{deps: deps, log: deps.Logs.Logger("api")}
+	return s
+}
+
+// With adds an area's routes; it returns s for chaining.
+func (s *Server) With(area func(*Server) []Route) *Server {
+	s.extra = append(s.extra, area)
+	return s
+}
+
+// areas lists every area of the API this firmware serves.
+func (s *Server) areas() [][]Route {
+	out := [][]Route{s.coreRoutes(), s.authRoutes(), s.setupRoutes(), s.auditRoutes(), s.logRoutes()}
+	for _, a := range s.extra {
+		out = append(out, a(s))
+	}
+	return out
+}
+
+// Handler builds the router. Call it once.
+func (s *Server) Handler() http.Handler {
+	r := httprouter.New()
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.HandleMethodNotAllowed = true
+	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+req.URL.Path)
+	})
+	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", req.Method+" is not allowed on "+req.URL.Path+" (allowed: "+w.Header().Get("Allow")+")")
+	})
+	r.PanicHandler = func(w http.ResponseWriter, req *http.Request, v any) {
+		s.log.Error("handler panicked", "route", req.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		writeError(w, http.StatusInternalServerError, "internal", "the cell failed to do that; the log has the details")
+	}
+	for _, area := range s.areas() {
+		for i := range area {
+			rt := area[i]
+			s.routes = append(s.routes, rt)
+			r.Handle(rt.Method, rt.Path, s.serve(&rt))
+		}
+	}
+	s.router = r
+	return r
+}
+
+// RouteInfo describes a registered route (for tests and docs).
+type RouteInfo struct {
+	Method, Path string
+	Access       Access
+}
+
+// Routes lists every registered route, sorted.
+func (s *Server) Routes() []RouteInfo {
+	out := make([]RouteInfo, 0, len(s.routes))
+	for _, r := range s.routes {
+		out = append(out, RouteInfo{r.Method, r.Path, r.Access})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Path != out[j].Path {
+			return out[i].Path < out[j].Path
+		}
+		return out[i].Method < out[j].Method
+	})
+	return out
+}
+
+func mutating(method string) bool {
+	switch method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func sourceIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// crossSite reports whether the browser says the request comes from another site.
+func crossSite(r *http.Request) bool {
+	if s := r.Header.Get("Sec-Fetch-Site"); s == "cross-site" {
+		return true
+	}
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return false
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return true // "null" and garbage are not our site
+	}
+	return !strings.EqualFold(u.Host, r.Host)
+}
+
+func (s *Server) isSetupDone() bool {
+	if s.setupDone.Load() {
+		return true
+	}
+	done, err := s.deps.Setup.SetupComplete()
+	if err == nil && done {
+		s.setupDone.Store(true)
+	}
+	return done
+}
+
+// serve wraps a route's handler in the middleware every route shares.
+func (s *Server) serve(rt *Route) httprouter.Handle {
+	return func(w http.ResponseWriter, hr *http.Request, ps httprouter.Params) {
+		start := time.Now()
+		limit := rt.MaxBody
+		if limit == 0 {
+			limit = DefaultMaxBody
+		}
+		hr.Body = http.MaxBytesReader(w, hr.Body, limit)
+		req := &Request{Request: hr, W: w, Params: ps, SourceIP: sourceIP(hr), route: rt}
+		v, err := s.authorize(req)
+		if err == nil {
+			v, err = rt.Handle(req)
+		}
+		if mutating(hr.Method) {
+			s.audit(req, err)
+		}
+		status := rt.Status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if err != nil {
+			var code, msg string
+			status, code, msg = statusOf(err)
+			if status >= 500 {
+				s.log.Error("request failed", "method", hr.Method, "route", rt.Path, "err", err)
+			}
+			writeError(w, status, code, msg)
+		} else if raw, ok := v.(Raw); ok {
+			h := w.Header()
+			h.Set("Content-Type", raw.ContentType)
+			h.Set("Cache-Control", "no-store")
+			h.Set("X-Content-Type-Options", "nosniff")
+			if raw.Filename != "" {
+				h.Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", raw.Filename))
+			}
+			w.WriteHeader(status)
+			w.Write(raw.Body)
+		} else {
+			writeJSON(w, status, v)
+		}
+		s.log.Debug("request", "method", hr.Method, "route", rt.Path, "status", status, "ms", time.Since(start).Milliseconds())
+	}
+}
+
+// authorize applies the setup gate, session, role, cross-site and CSRF checks.
+func (s *Server) authorize(req *Request) (any, error) {
+	rt := req.route
+	if mutating(req.Method) && crossSite(req.Request) {
+		return nil, cell.Errorf(cell.ErrForbidden, "cross_site", "requests from another site are refused")
+	}
+	if c, err := req.Cookie(SessionCookie); err == nil && c.Value != "" {
+		req.SessionID = c.Value
+		if sess, err := s.deps.Auth.Session(c.Value); err == nil {
+			req.Session = &sess
+		}
+	}
+	if rt.Access == Public || rt.Access == Setup {
+		return nil, nil
+	}
+	if !s.isSetupDone() {
+		return nil, cell.Errorf(cell.ErrSetupNeeded, "setup_required", "the cell is not set up yet: complete the wizard under /api/setup first")
+	}
+	if req.Session == nil {
+		return nil, cell.Errorf(cell.ErrUnauthorized, "not_logged_in", "log in first: POST /api/auth/login")
+	}
+	switch rt.Access {
+	case Admin:
+		if req.Session.Role != storage.RoleAdmin {
+			return nil, cell.Errorf(cell.ErrForbidden, "wrong_role", "this needs an admin account")
+		}
+	case Peer:
+		if req.Session.Role != storage.RolePeer {
+			return nil, cell.Errorf(cell.ErrForbidden, "wrong_role", "this is for a peer's own login")
+		}
+	}
+	if rt.Access == Admin && strings.HasPrefix(rt.Path, "/api/peer/") {
+		return nil, cell.Errorf(cell.ErrForbidden, "wrong_role", "this is for a peer's own login")
+	}
+	if mutating(req.Method) && !strings.HasPrefix(rt.Path, "/api/auth/") && !strings.HasPrefix(rt.Path, "/api/setup/") {
+		tok := req.Header.Get("X-CSRF-Token")
+		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(req.Session.CSRFToken)) != 1 {
+			return nil, cell.Errorf(cell.ErrForbidden, "bad_csrf_token", "missing or wrong X-CSRF-Token header: get one from GET /api/auth/csrf-token")
+		}
+	}
+	return nil, nil
+}
+
+// audit writes the entry of a change or a refused attempt at one.
+func (s *Server) audit(req *Request, err error) {
+	rt := req.route
+	e := storage.Entry{
+		Actor:      "anonymous",
+		SourceIP:   req.SourceIP,
+		Action:     rt.Action,
+		TargetType: rt.TargetType,
+		TargetID:   req.TargetID,
+		Result:     "ok",
+		Details:    req.Details,
+	}
+	if e.Action == "" {
+		e.Action = rt.Method + " " + rt.Path
+	}
+	if req.Session != nil {
+		e.Actor = req.Session.Username
+	} else if req.Actor != "" {
+		e.Actor = req.Actor
+	}
+	if err != nil {
+		_, code, _ := statusOf(err)
+		e.Result = code
+	}
+	if _, aerr := s.deps.Audit.Record(e); aerr != nil {
+		s.log.Error("audit append failed", "action", e.Action, "err", aerr)
+	}
+}

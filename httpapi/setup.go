@@ -1,0 +1,47 @@
+package httpapi
+
+import (
+	"encoding/json"
+)
+
+func (s *Server) setupRoutes() []Route {
+	return []Route{
+		{Method: "GET", Path: "/api/setup/status", Access: Setup, Handle: s.setupStatus},
+		{Method: "GET", Path: "/api/setup/step", Access: Setup, Handle: s.setupStep},
+		{Method: "POST", Path: "/api/setup/step", Access: Setup, Action: "setup.step", TargetType: "setup", Handle: s.submitStep},
+		{Method: "POST", Path: "/api/setup/complete", Access: Setup, Action: "setup.complete", TargetType: "setup", Handle: s.completeSetup},
+	}
+}
+
+func (s *Server) setupStatus(req *Request) (any, error) { return s.deps.Setup.SetupStatus() }
+
+func (s *Server) setupStep(req *Request) (any, error) { return s.deps.Setup.CurrentStep() }
+
+type stepRequest struct {
+	Step string          `json:"step"`
+	Data json.RawMessage `json:"data"`
+}
+
+func (s *Server) submitStep(req *Request) (any, error) {
+	var in stepRequest
+	if err := req.Decode(&in); err != nil {
+		return nil, err
+	}
+	if len(in.Step) <= 32 {
+		req.TargetID = in.Step
+	}
+	if err := s.deps.Setup.SubmitStep(in.Step, in.Data); err != nil {
+		return nil, err
+	}
+	return s.deps.Setup.SetupStatus()
+}
+
+func (s *Server) completeSetup(req *Request) (any, error) {
+	admin, err := s.deps.Setup.CompleteSetup()
+	if err != nil {
+		return nil, err
+	}
+	s.setupDone.Store(true)
+	req.Detail("admin", admin)
+	return s.deps.Setup.SetupStatus()
+}

@@ -1,0 +1,82 @@
+package storage
+
+import (
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// A migration moves the schema from version N-1 to N (N is its place in migrations,
+// counting from 1). Migrations only ever get appended; each has a test in
+// migrations_test.go.
+type migration struct {
+	name  string
+	apply func(tx *bolt.Tx) error
+}
+
+// migrations is the ordered list of every schema change the cell has ever made.
+var migrations = []migration{
+	{"create the base buckets", migrateBaseBuckets},
+	{"nest the audit log's entries and checkpoints", migrateAuditNesting},
+}
+
+func migrateBaseBuckets(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketSettings, bucketUsers, bucketSessions, bucketAudit, bucketHealth, bucketVault} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func migrateAuditNesting(tx *bolt.Tx) error {
+	a := tx.Bucket(bucketAudit)
+	for _, name := range [][]byte{bucketEntries, bucketCheckpts} {
+		if _, err := a.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readSchemaVersion(tx *bolt.Tx) uint64 {
+	m := tx.Bucket(bucketMeta)
+	if m == nil {
+		return 0
+	}
+	return readU64(m.Get(keySchemaVersion))
+}
+
+// migrate applies the migrations after the stored version, each in its own
+// transaction that also records the new version, so a crash leaves the file at a
+// whole version. A database newer than this binary is refused rather than guessed at.
+func (db *DB) migrate(list []migration) error {
+	for {
+		done := false
+		err := db.bolt.Update(func(tx *bolt.Tx) error {
+			m, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			v := readSchemaVersion(tx)
+			if v > uint64(len(list)) {
+				return fmt.Errorf("storage: database schema %d is newer than this build knows (%d)", v, len(list))
+			}
+			if v == uint64(len(list)) {
+				done = true
+				return nil
+			}
+			mig := list[v]
+			if err := mig.apply(tx); err != nil {
+				return fmt.Errorf("storage: migration %d (%s): %w", v+1, mig.name, err)
+			}
+			return m.Put(keySchemaVersion, u64(v+1))
+		})
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+	}
+}

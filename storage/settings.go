@@ -1,0 +1,120 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	keyConfig        = []byte("config")
+	keySetupComplete = []byte("setup/complete")
+	prefixSetupStep  = "setup/step/"
+)
+
+// Settings is the typed store of the settings bucket: the cell's config document and
+// the setup wizard's progress.
+type Settings struct{ db *DB }
+
+// Settings returns the settings store.
+func (db *DB) Settings() Settings { return Settings{db} }
+
+// Config decodes the stored config into dst; found is false when none is stored yet.
+func (s Settings) Config(dst any) (found bool, err error) {
+	err = s.db.bolt.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketSettings).Get(keyConfig)
+		if raw == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(raw, dst)
+	})
+	if err != nil {
+		return false, fmt.Errorf("settings: config: %w", err)
+	}
+	return found, nil
+}
+
+// PutConfig stores the config document.
+func (s Settings) PutConfig(cfg any) error {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return fmt.Errorf("settings: config: %w", err)
+	}
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketSettings).Put(keyConfig, raw)
+	})
+}
+
+// SetupComplete reports whether setup has been completed.
+func (s Settings) SetupComplete() (bool, error) {
+	var done bool
+	err := s.db.bolt.View(func(tx *bolt.Tx) error {
+		done = tx.Bucket(bucketSettings).Get(keySetupComplete) != nil
+		return nil
+	})
+	return done, err
+}
+
+// SetupStep decodes the stored data of a wizard step into dst.
+func (s Settings) SetupStep(name string, dst any) (found bool, err error) {
+	err = s.db.bolt.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketSettings).Get([]byte(prefixSetupStep + name))
+		if raw == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(raw, dst)
+	})
+	return found, err
+}
+
+// PutSetupStep stores a wizard step's data, refusing once setup is complete.
+func (s Settings) PutSetupStep(name string, data any) error {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSettings)
+		if b.Get(keySetupComplete) != nil {
+			return fmt.Errorf("setup is complete: %w", ErrConflict)
+		}
+		return b.Put([]byte(prefixSetupStep+name), raw)
+	})
+}
+
+// CompleteSetup, in one transaction, stores the config, creates the first admin user
+// and marks setup complete, so a crash cannot leave a half-set-up cell. It refuses
+// when setup was completed before.
+func (s Settings) CompleteSetup(cfg any, admin User) error {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSettings)
+		if b.Get(keySetupComplete) != nil {
+			return fmt.Errorf("setup is complete: %w", ErrConflict)
+		}
+		if err := putUser(tx, admin, true); err != nil {
+			return err
+		}
+		if err := b.Put(keyConfig, raw); err != nil {
+			return err
+		}
+		// The steps held only what the config and the user now hold.
+		var steps [][]byte
+		c := b.Cursor()
+		prefix := []byte(prefixSetupStep)
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			steps = append(steps, append([]byte(nil), k...))
+		}
+		if err := deleteKeys(b, steps); err != nil {
+			return err
+		}
+		return b.Put(keySetupComplete, []byte("1"))
+	})
+}

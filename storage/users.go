@@ -1,0 +1,114 @@
+package storage
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Roles a user can have.
+const (
+	RoleAdmin = "admin"
+	RolePeer  = "peer"
+)
+
+// User is an account that can log in. PasswordHash is an argon2id PHC string; it never
+// leaves the cell.
+type User struct {
+	Username     string    `json:"username"`
+	Role         string    `json:"role"`
+	PasswordHash string    `json:"password_hash"`
+	CreatedAt    time.Time `json:"created_at"`
+	PasswordAt   time.Time `json:"password_changed_at"`
+}
+
+// Users is the typed store of the users bucket.
+type Users struct{ db *DB }
+
+// Users returns the users store.
+func (db *DB) Users() Users { return Users{db} }
+
+// Get returns the named user.
+func (s Users) Get(name string) (User, error) {
+	var u User
+	err := s.db.bolt.View(func(tx *bolt.Tx) error {
+		var err error
+		u, err = getUser(tx, name)
+		return err
+	})
+	return u, err
+}
+
+func getUser(tx *bolt.Tx, name string) (User, error) {
+	var u User
+	raw := tx.Bucket(bucketUsers).Get([]byte(name))
+	if raw == nil {
+		return u, fmt.Errorf("user %q: %w", name, ErrNotFound)
+	}
+	return u, json.Unmarshal(raw, &u)
+}
+
+// Create adds a user, refusing a name that is taken.
+func (s Users) Create(u User) error {
+	return s.db.bolt.Update(func(tx *bolt.Tx) error { return putUser(tx, u, true) })
+}
+
+// CreateTx adds a user inside a caller's transaction.
+func (s Users) CreateTx(tx *bolt.Tx, u User) error { return putUser(tx, u, true) }
+
+// DeleteTx removes a user and every session of theirs inside a caller's transaction.
+func (s Users) DeleteTx(tx *bolt.Tx, name string) error {
+	if err := tx.Bucket(bucketUsers).Delete([]byte(name)); err != nil {
+		return err
+	}
+	return deleteSessionsOf(tx, name, "")
+}
+
+func putUser(tx *bolt.Tx, u User, mustBeNew bool) error {
+	b := tx.Bucket(bucketUsers)
+	if mustBeNew && b.Get([]byte(u.Username)) != nil {
+		return fmt.Errorf("user %q: %w", u.Username, ErrExists)
+	}
+	raw, err := json.Marshal(u)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(u.Username), raw)
+}
+
+// SetPassword replaces a user's password hash and ends their sessions, except the one
+// whose hashed id is keep (empty: end them all), in one transaction.
+func (s Users) SetPassword(name, hash string, now time.Time, keep string) error {
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		u, err := getUser(tx, name)
+		if err != nil {
+			return err
+		}
+		u.PasswordHash = hash
+		u.PasswordAt = now
+		if err := putUser(tx, u, false); err != nil {
+			return err
+		}
+		return deleteSessionsOf(tx, name, keep)
+	})
+}
+
+// List returns every user, sorted by name.
+func (s Users) List() ([]User, error) {
+	var out []User
+	err := s.db.bolt.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketUsers).ForEach(func(k, v []byte) error {
+			var u User
+			if err := json.Unmarshal(v, &u); err != nil {
+				return fmt.Errorf("user %q: %w", k, err)
+			}
+			out = append(out, u)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Username < out[j].Username })
+	return out, err
+}
