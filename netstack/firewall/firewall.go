@@ -1,0 +1,159 @@
+// Package firewall owns the cell's nftables table, `inet pic`: input
+// filtering for the cell itself, forwarding between peers, the LAN and the
+// internet, masquerade on the WAN interface and port forwards.
+//
+// The table is the cell's alone and is rebuilt whole, in one netlink batch,
+// whenever its structure changes; it is never appended to. Per-peer policy
+// lives in named sets keyed by the peer's tunnel addresses, so a change to one
+// peer is a handful of set elements whatever the number of peers.
+//
+// Firewall is the small interface the rest of the cell sees; NFT is the
+// real one (github.com/google/nftables over netlink), Fake the test double.
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// TableName is the name of the cell's table (family inet).
+const TableName = "pic"
+
+// Ruleset is the whole desired state of the table.
+type Ruleset struct {
+	WGInterface string // required; the tunnel interface, "wg0"
+	WGPort      uint16 // required; the WireGuard UDP port, open from anywhere
+	// WAN is the uplink interface: peers' internet traffic is masqueraded
+	// out of it and port forwards arrive on it. Optional: without it peers
+	// reach only the cell, the LAN and each other.
+	WAN      string
+	Tunnel4  netip.Prefix   // required; the peers' IPv4 subnet, 10.77.0.0/24
+	Tunnel6  netip.Prefix   // optional; the peers' ULA /64
+	LAN      []netip.Prefix // optional; networks behind the WAN that count as "LAN"
+	LocalTCP []uint16       // optional; cell services (API, DNS) open to lo and the tunnel only
+	LocalUDP []uint16       // optional; as LocalTCP, for UDP (DNS)
+	WANTCP   []uint16       // optional; cell services open from everywhere (the web UI)
+	Peers    []Peer         // optional
+	Forwards []Forward      // optional
+}
+
+// Peer is one peer's addresses and policy.
+type Peer struct {
+	Addr4    netip.Addr // required
+	Addr6    netip.Addr // optional
+	Enabled  bool       // false: every packet from or to the peer is dropped
+	Internet bool       // may reach the internet through the WAN
+	LAN      bool       // may reach the LAN networks
+	Peers    bool       // may reach other peers
+}
+
+// Forward is a port forward from the WAN to a peer.
+type Forward struct {
+	Proto  string     // required; "tcp" or "udp"
+	Port   uint16     // required; the port on the WAN
+	To     netip.Addr // required; the peer's IPv4 tunnel address
+	ToPort uint16     // required; the port on the peer
+}
+
+// Firewall is the cell's firewall.
+type Firewall interface {
+	// Set makes the table equal rs. When only peers changed since the last
+	// Set, it sends just their set elements; otherwise it rebuilds the table.
+	// Calling it again with the same rs sends nothing.
+	Set(rs Ruleset) error
+	// Close releases the netlink connection; the table stays (the kernel
+	// keeps filtering while the cell restarts). Calling it again does nothing.
+	Close() error
+}
+
+// ErrClosed is returned by a closed firewall.
+var ErrClosed = errors.New("firewall: closed")
+
+func (rs Ruleset) validate() error {
+	if rs.WGInterface == "" || len(rs.WGInterface) > 15 {
+		return errors.New("firewall: WireGuard interface name required (at most 15 bytes)")
+	}
+	if len(rs.WAN) > 15 {
+		return errors.New("firewall: WAN interface name too long")
+	}
+	if rs.WGPort == 0 {
+		return errors.New("firewall: WireGuard port required")
+	}
+	if !rs.Tunnel4.IsValid() || !rs.Tunnel4.Addr().Is4() {
+		return errors.New("firewall: IPv4 tunnel subnet required")
+	}
+	if rs.Tunnel6.IsValid() && !rs.Tunnel6.Addr().Is6() {
+		return errors.New("firewall: tunnel6 is not IPv6")
+	}
+	for _, p := range rs.LAN {
+		if !p.IsValid() {
+			return errors.New("firewall: invalid LAN prefix")
+		}
+	}
+	seen := map[netip.Addr]bool{}
+	for _, p := range rs.Peers {
+		if !p.Addr4.Is4() {
+			return fmt.Errorf("firewall: peer address %v is not IPv4", p.Addr4)
+		}
+		if p.Addr6.IsValid() && !p.Addr6.Is6() {
+			return fmt.Errorf("firewall: peer address %v is not IPv6", p.Addr6)
+		}
+		if seen[p.Addr4] || (p.Addr6.IsValid() && seen[p.Addr6]) {
+			return fmt.Errorf("firewall: peer address %v used twice", p.Addr4)
+		}
+		seen[p.Addr4] = true
+		if p.Addr6.IsValid() {
+			seen[p.Addr6] = true
+		}
+	}
+	for _, f := range rs.Forwards {
+		if f.Proto != "tcp" && f.Proto != "udp" {
+			return fmt.Errorf("firewall: forward protocol %q", f.Proto)
+		}
+		if f.Port == 0 || f.ToPort == 0 || !f.To.Is4() {
+			return errors.New("firewall: forward needs ports and an IPv4 peer address")
+		}
+	}
+	return nil
+}
+
+// sameStructure reports whether a and b differ at most in their peers, which
+// live in set elements only.
+func sameStructure(a, b Ruleset) bool {
+	return a.WGInterface == b.WGInterface && a.WGPort == b.WGPort && a.WAN == b.WAN &&
+		a.Tunnel4 == b.Tunnel4 && a.Tunnel6 == b.Tunnel6 &&
+		slices.Equal(a.LAN, b.LAN) && slices.Equal(a.LocalTCP, b.LocalTCP) &&
+		slices.Equal(a.LocalUDP, b.LocalUDP) && slices.Equal(a.WANTCP, b.WANTCP) &&
+		slices.Equal(a.Forwards, b.Forwards)
+}
+
+// The per-peer sets. Each peer is an element of the sets its policy puts it
+// in, once for its IPv4 and once for its IPv6 address.
+const (
+	setDisabled = "disabled"
+	setInternet = "internet"
+	setLAN      = "lan"
+	setPeers    = "peers"
+)
+
+var peerSets = []string{setDisabled, setInternet, setLAN, setPeers}
+
+// membership lists the sets (without the 4/6 suffix) p belongs to.
+func membership(p Peer) []string {
+	var out []string
+	if !p.Enabled {
+		out = append(out, setDisabled)
+	}
+	if p.Internet {
+		out = append(out, setInternet)
+	}
+	if p.LAN {
+		out = append(out, setLAN)
+	}
+	if p.Peers {
+		out = append(out, setPeers)
+	}
+	return out
+}
