@@ -307,6 +307,13 @@ func (s *Server) serve(rt *Route) httprouter.Handle {
 // authorize applies the setup gate, session, role, cross-site and CSRF checks.
 func (s *Server) authorize(req *Request) (any, error) {
 	rt := req.route
+	limit := rt.MaxBody
+	if limit == 0 {
+		limit = DefaultMaxBody
+	}
+	if req.ContentLength > limit {
+		return nil, cell.Errorf(cell.ErrTooLarge, "body_too_large", "the request body is larger than the %d bytes this endpoint accepts", limit)
+	}
 	if mutating(req.Method) && crossSite(req.Request) {
 		return nil, cell.Errorf(cell.ErrForbidden, "cross_site", "requests from another site are refused")
 	}
