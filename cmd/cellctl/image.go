@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+
+	"github.com/pic-cell/cell/firmware/image"
+)
+
+func init() {
+	register("image", "build the firmware disk image from config.json (image build)", (*CLI).image)
+}
+
+// image: `cellctl image build [-config FILE] [-target amd64|rpi] [-version V] -o FILE`.
+func (c *CLI) image(args []string) error {
+	if len(args) == 0 || args[0] != "build" {
+		fmt.Fprintln(c.Stderr, "usage: cellctl image build [-config config.json] [-target amd64|rpi] [-version V] -o FILE")
+		return errUsage
+	}
+	fs := c.newFlagSet("image build")
+	cfgPath := fs.String("config", "config.json", "the instance definition")
+	target := fs.String("target", "", "board: amd64 or rpi (default: the config's)")
+	version := fs.String("version", "", "firmware version (default: the config's)")
+	out := fs.String("o", "cell.img", "the disk image to write")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgPath, *target, *version)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(c.Stderr, nil)).With("component", "image")
+	if err := image.Build(ctx, cfg, image.Options{Log: log}, *out); err != nil {
+		return err
+	}
+	fi, err := os.Stat(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "wrote %s: %s image, version %s, %d MiB\n", *out, cfg.Target, cfg.Version, fi.Size()>>20)
+	return nil
+}
+
+// loadConfig reads the instance definition and applies command line overrides.
+func loadConfig(path, target, version string) (*image.Config, error) {
+	cfg, err := image.LoadConfig(path)
+	if err != nil {
+		return nil, err
+	}
+	if target != "" {
+		cfg.Target = target
+	}
+	if version != "" {
+		cfg.Version = version
+	}
+	return cfg, cfg.Validate()
+}

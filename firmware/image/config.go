@@ -1,0 +1,173 @@
+package image
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+)
+
+// Config is an instance definition, read from config.json at the repository root,
+// in the spirit of gokrazy's instance config.json.
+type Config struct {
+	// Hostname is the device's host name. Required.
+	Hostname string `json:"hostname"`
+	// Target is the board: "amd64" (UEFI PCs, QEMU) or "rpi" (Raspberry Pi 4/5).
+	// Required; `cellctl image build -target` overrides it.
+	Target string `json:"target"`
+	// Version is the firmware version written into the root file system and into
+	// update manifests (dotted numbers, e.g. "1.4.0"). Required; -version overrides it.
+	Version string `json:"version"`
+	// Packages are the programs the image runs, each supervised by init. Required:
+	// at least the cell daemon.
+	Packages []Package `json:"packages"`
+	// UpdatePublicKey is the base64 ed25519 public key that update bundles must be
+	// signed with (`cellctl keygen` prints it). Without it the device refuses every
+	// update.
+	UpdatePublicKey string `json:"update_public_key"`
+	// Settings are the knobs with safe defaults.
+	Settings Settings `json:"settings"`
+}
+
+// Package is one Go program built into the image and supervised by init.
+type Package struct {
+	// Path is the Go package to build (an import path inside this module or a
+	// module in go.mod). Required.
+	Path string `json:"path"`
+	// Args are the program's command line flags. Optional.
+	Args []string `json:"args,omitempty"`
+	// Env are extra KEY=VALUE environment variables. Optional.
+	Env []string `json:"env,omitempty"`
+}
+
+// Settings are optional; zero values mean the documented default.
+type Settings struct {
+	// HealthURL is what the trial boot polls on the device to decide whether a new
+	// root is healthy (default http://127.0.0.1:80/health: the cell on the LAN port).
+	HealthURL string `json:"health_url,omitempty"`
+	// TrialTimeout bounds how long a new root may take to become healthy before the
+	// device reboots into the old one (default 180s; QEMU without KVM needs ~60s).
+	TrialTimeout Duration `json:"trial_timeout,omitempty"`
+	// BootMiB, RootMiB and PermMiB size the partitions (defaults 100, 256, 256).
+	// Root must hold every future root: it cannot grow after flashing.
+	BootMiB int `json:"boot_mib,omitempty"`
+	RootMiB int `json:"root_mib,omitempty"`
+	PermMiB int `json:"perm_mib,omitempty"`
+	// Dhcp and Ntp choose whether gokrazy's DHCP client and NTP client run
+	// (default true; tests switch them off to measure the bare init).
+	Dhcp *bool `json:"dhcp,omitempty"`
+	Ntp  *bool `json:"ntp,omitempty"`
+	// SerialConsole adds console=ttyS0 to the kernel command line (default true on
+	// amd64, where QEMU's serial port is the only console tests can read).
+	SerialConsole *bool `json:"serial_console,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "90s" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Defaults of Settings.
+const (
+	DefaultHealthURL    = "http://127.0.0.1:80/health"
+	DefaultTrialTimeout = 180 * time.Second
+	defaultBootMiB      = 100
+	defaultRootMiB      = 256
+	defaultPermMiB      = 256
+)
+
+var (
+	hostnameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	versionRe  = regexp.MustCompile(`^[0-9]+(\.[0-9]+){0,3}$`)
+)
+
+// LoadConfig reads and validates a config.json.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var c Config
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// Validate reports the first thing that would make an unusable image.
+func (c *Config) Validate() error {
+	if !hostnameRe.MatchString(c.Hostname) {
+		return fmt.Errorf("config: hostname %q is not a valid host name", c.Hostname)
+	}
+	if _, err := TargetByName(c.Target); err != nil {
+		return err
+	}
+	if !versionRe.MatchString(c.Version) {
+		return fmt.Errorf("config: version %q is not dotted numbers like 1.2.0", c.Version)
+	}
+	if len(c.Packages) == 0 {
+		return fmt.Errorf("config: no packages: the image would run nothing")
+	}
+	for _, p := range c.Packages {
+		if p.Path == "" {
+			return fmt.Errorf("config: a package without a path")
+		}
+	}
+	if c.UpdatePublicKey != "" {
+		if _, err := c.PublicKey(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PublicKey decodes UpdatePublicKey.
+func (c *Config) PublicKey() (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(c.UpdatePublicKey)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("config: update_public_key is not a base64 ed25519 public key")
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+func (s Settings) healthURL() string {
+	if s.HealthURL == "" {
+		return DefaultHealthURL
+	}
+	return s.HealthURL
+}
+
+func (s Settings) trialTimeout() time.Duration {
+	if s.TrialTimeout == 0 {
+		return DefaultTrialTimeout
+	}
+	return time.Duration(s.TrialTimeout)
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func orTrue(b *bool) bool { return b == nil || *b }
