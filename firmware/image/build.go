@@ -216,8 +216,8 @@ func populateRoot(ctx context.Context, cfg *Config, o Options, target Target, ke
 		return err
 	}
 	files := map[string][]byte{
-		"etc/hostname":                  []byte(cfg.Hostname + "\n"),
-		"etc/hosts":                     []byte("127.0.0.1 localhost\n::1 localhost\n"),
+		"etc/hostname":                        []byte(cfg.Hostname + "\n"),
+		"etc/hosts":                           []byte("127.0.0.1 localhost\n::1 localhost\n"),
 		strings.TrimPrefix(release.Path, "/"): append(relJSON, '\n'),
 		// The target of the etc/resolv.conf symlink below. The squashfs writer
 		// follows symlinks on the build host while packing, so the relative link
