@@ -201,3 +201,5 @@ func mustURL(s string) *url.URL {
 	}
 	return u
 }
+
+func urlq(s string) string { return url.QueryEscape(s) }
