@@ -2,11 +2,11 @@ package nstest
 
 import (
 	"bufio"
-	"log/slog"
-	"os"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
