@@ -55,6 +55,10 @@ type Cell struct {
 
 	cfgMu sync.Mutex // serialises read-modify-write of the config document
 
+	vaultMu      sync.Mutex // guards vaultChecked, vaultStatus
+	vaultChecked time.Time
+	vaultStatus  storage.PartStatus
+
 	started time.Time
 }
 
@@ -89,6 +93,7 @@ func New(o Options) (*Cell, error) {
 	c.RegisterPart("api", func(context.Context) storage.PartStatus { return storage.PartStatus{State: StateOK} })
 	c.RegisterPart("storage", c.checkStorage)
 	c.RegisterPart("audit", c.checkAudit)
+	c.RegisterPart("vault", c.checkVault)
 	return c, nil
 }
 
@@ -104,9 +109,12 @@ func (c *Cell) Now() time.Time { return c.now() }
 // Started is when the cell started.
 func (c *Cell) Started() time.Time { return c.started }
 
+// auditKeyName is the vault entry of the audit checkpoint key.
+const auditKeyName = "audit/checkpoint-key"
+
 // loadSigner returns the audit checkpoint key from the vault, creating it once.
 func (c *Cell) loadSigner() (ed25519.PrivateKey, error) {
-	const name = "audit/checkpoint-key"
+	const name = auditKeyName
 	seed, err := c.db.Vault.Get(name)
 	if errors.Is(err, storage.ErrNotFound) {
 		seed = make([]byte, ed25519.SeedSize)

@@ -90,6 +90,21 @@ func (c *Cell) checkAudit(context.Context) storage.PartStatus {
 	return storage.PartStatus{State: StateOK}
 }
 
+// checkVault proves the vault decrypts (the audit key), at most every 30 seconds:
+// a decryption is an X25519 operation, too dear for every GET /api/status.
+func (c *Cell) checkVault(context.Context) storage.PartStatus {
+	c.vaultMu.Lock()
+	defer c.vaultMu.Unlock()
+	if now := c.now(); now.Sub(c.vaultChecked) > 30*time.Second || c.vaultChecked.IsZero() {
+		c.vaultChecked = now
+		c.vaultStatus = storage.PartStatus{State: StateOK}
+		if _, err := c.db.Vault.Get(auditKeyName); err != nil {
+			c.vaultStatus = storage.PartStatus{State: StateDown, Reason: "the vault cannot decrypt its secrets: " + err.Error()}
+		}
+	}
+	return c.vaultStatus
+}
+
 // CheckHealth runs every check, stores the result in the history (bounded by the
 // config's health.keep) and signs an audit checkpoint when the log grew.
 func (c *Cell) CheckHealth(ctx context.Context) (storage.HealthRecord, error) {

@@ -51,6 +51,8 @@ func Open(dir string) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage: open %s: %w", path, err)
 	}
+	// A lone audit append waits at most this long for others to share its fsync.
+	b.MaxBatchDelay = 2 * time.Millisecond
 	db := &DB{bolt: b, path: path}
 	if err := db.migrate(migrations); err != nil {
 		b.Close()
