@@ -22,7 +22,7 @@ func main() {
 	}
 	http.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintf(w, `{"status":"ok","version":%q}`+"\n", *version)
+		fmt.Fprintf(w, `{"ok":true,"version":%q}`+"\n", *version)
 	})
 	log.Fatal(http.ListenAndServe(*listen, nil))
 }
