@@ -28,6 +28,12 @@
 //	  <unix nanos, BE>     -> JSON HealthRecord; the oldest are pruned past a bound
 //	vault
 //	  <name>               -> age-encrypted secret bytes
+//	peers
+//	  <name>               -> JSON Peer (addresses, public key, route, policy; no secret)
+//	peer_addrs
+//	  <IPv4, 4 bytes>      -> peer name (the address index, in address order)
+//	forwards
+//	  <proto>/<port, BE16> -> JSON Forward (WAN port to a peer's port)
 //
 // Session identifiers are stored only as their SHA-256, so a copy of the database does
 // not hand out live sessions. Errors wrap the package's sentinels (ErrNotFound,

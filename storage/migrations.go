@@ -18,6 +18,7 @@ type migration struct {
 var migrations = []migration{
 	{"create the base buckets", migrateBaseBuckets},
 	{"nest the audit log's entries and checkpoints", migrateAuditNesting},
+	{"create the peers, peer address index and port forward buckets", migratePeers},
 }
 
 func migrateBaseBuckets(tx *bolt.Tx) error {
