@@ -215,7 +215,9 @@ func offset(base, a netip.Addr) uint32 {
 	return be32(y) - be32(x)
 }
 
-func be32(b [4]byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+func be32(b [4]byte) uint32 {
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
 
 // Update changes a peer with fn inside one transaction; fn may not rename it
 // or change its addresses.
@@ -364,4 +366,3 @@ func (s Forwards) Delete(proto string, port uint16) (Forward, error) {
 	})
 	return f, err
 }
-
