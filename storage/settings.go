@@ -21,10 +21,10 @@ type Settings struct{ db *DB }
 // Settings returns the settings store.
 func (db *DB) Settings() Settings { return Settings{db} }
 
-// Config decodes the stored config into dst; found is false when none is stored yet.
-func (s Settings) Config(dst any) (found bool, err error) {
+// get decodes the JSON stored under key into dst; found is false when none is.
+func (s Settings) get(key []byte, dst any) (found bool, err error) {
 	err = s.db.bolt.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketSettings).Get(keyConfig)
+		raw := tx.Bucket(bucketSettings).Get(key)
 		if raw == nil {
 			return nil
 		}
@@ -32,10 +32,13 @@ func (s Settings) Config(dst any) (found bool, err error) {
 		return json.Unmarshal(raw, dst)
 	})
 	if err != nil {
-		return false, fmt.Errorf("settings: config: %w", err)
+		return false, fmt.Errorf("settings: %s: %w", key, err)
 	}
 	return found, nil
 }
+
+// Config decodes the stored config into dst; found is false when none is stored yet.
+func (s Settings) Config(dst any) (found bool, err error) { return s.get(keyConfig, dst) }
 
 // PutConfig stores the config document.
 func (s Settings) PutConfig(cfg any) error {
@@ -60,15 +63,7 @@ func (s Settings) SetupComplete() (bool, error) {
 
 // SetupStep decodes the stored data of a wizard step into dst.
 func (s Settings) SetupStep(name string, dst any) (found bool, err error) {
-	err = s.db.bolt.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketSettings).Get([]byte(prefixSetupStep + name))
-		if raw == nil {
-			return nil
-		}
-		found = true
-		return json.Unmarshal(raw, dst)
-	})
-	return found, err
+	return s.get([]byte(prefixSetupStep+name), dst)
 }
 
 // PutSetupStep stores a wizard step's data, refusing once setup is complete.
