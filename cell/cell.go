@@ -55,6 +55,8 @@ type Cell struct {
 
 	cfgMu sync.Mutex // serialises read-modify-write of the config document
 
+	net netState // the WireGuard device, firewall and links (network.go)
+
 	vaultMu      sync.Mutex // guards vaultChecked, vaultStatus
 	vaultChecked time.Time
 	vaultStatus  storage.PartStatus

@@ -56,4 +56,8 @@ type Deps struct {
 	Core  Core
 	Audit Auditor
 	Logs  *logs.Book
+	// Peers and Routing are the WireGuard peers and routing areas
+	// (peers.go, peer.go, wireguard.go, routing.go); nil leaves them out.
+	Peers   PeerService
+	Routing RoutingService
 }

@@ -162,6 +162,12 @@ func (s *Server) With(area func(*Server) []Route) *Server {
 // areas lists every area of the API this firmware serves.
 func (s *Server) areas() [][]Route {
 	out := [][]Route{s.coreRoutes(), s.authRoutes(), s.setupRoutes(), s.auditRoutes(), s.logRoutes()}
+	if s.deps.Peers != nil {
+		out = append(out, s.peerRoutes(), s.peerSelfRoutes(), s.wireguardRoutes())
+	}
+	if s.deps.Routing != nil {
+		out = append(out, s.routingRoutes())
+	}
 	for _, a := range s.extra {
 		out = append(out, a(s))
 	}

@@ -1,6 +1,10 @@
 package firewall
 
-import "sync"
+import (
+	"errors"
+	"net/netip"
+	"sync"
+)
 
 // Fake is an in-memory Firewall for unit tests: it keeps the last ruleset
 // it was given.
@@ -64,5 +68,41 @@ func (f *Fake) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
+	return nil
+}
+
+// PutPeer implements Firewall.
+func (f *Fake) PutPeer(p Peer) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	if !f.set {
+		return errors.New("firewall: PutPeer before the table was built")
+	}
+	for i, q := range f.rs.Peers {
+		if q.Addr4 == p.Addr4 {
+			f.rs.Peers[i] = p
+			return nil
+		}
+	}
+	f.rs.Peers = append(f.rs.Peers, p)
+	return nil
+}
+
+// RemovePeer implements Firewall.
+func (f *Fake) RemovePeer(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return ErrClosed
+	}
+	for i, q := range f.rs.Peers {
+		if q.Addr4 == a {
+			f.rs.Peers = append(f.rs.Peers[:i:i], f.rs.Peers[i+1:]...)
+			return nil
+		}
+	}
 	return nil
 }

@@ -63,6 +63,11 @@ type Firewall interface {
 	// Set, it sends just their set elements; otherwise it rebuilds the table.
 	// Calling it again with the same rs sends nothing.
 	Set(rs Ruleset) error
+	// PutPeer adds or changes one peer's set elements and RemovePeer removes
+	// them (by IPv4 address): the constant-cost path for a single peer after
+	// a Set built the table.
+	PutPeer(p Peer) error
+	RemovePeer(addr4 netip.Addr) error
 	// Close releases the netlink connection; the table stays (the kernel
 	// keeps filtering while the cell restarts). Calling it again does nothing.
 	Close() error

@@ -1,0 +1,202 @@
+package cell
+
+import (
+	"errors"
+
+	"github.com/pic-cell/cell/storage"
+)
+
+// Routing: NAT, per-peer policy and port forwards. Policy changes apply as
+// set elements (constant cost); forwards are rules, so they rebuild the
+// firewall table in one batch.
+
+// RoutingView is GET /api/routing.
+type RoutingView struct {
+	NAT      NATView           `json:"nat"`
+	Peers    []PeerPolicyView  `json:"peers"`
+	Forwards []storage.Forward `json:"forwards"`
+}
+
+// NATView says how peers reach the internet.
+type NATView struct {
+	Enabled      bool     `json:"enabled"` // masquerade on a WAN interface
+	WANInterface string   `json:"wan_interface"`
+	Masquerade   []string `json:"masquerade"` // the tunnel subnets masqueraded
+	Firewall     bool     `json:"firewall"`   // the cell programs nftables (tun mode)
+}
+
+// PeerPolicyView is one peer's policy.
+type PeerPolicyView struct {
+	Name    string `json:"name"`
+	Enabled bool   `json:"enabled"`
+	storage.PeerPolicy
+}
+
+// PolicyChange is the body of PUT /api/routing/peers/<name>; absent fields stay.
+type PolicyChange struct {
+	Internet *string `json:"internet"`
+	LAN      *string `json:"lan"`
+	Peers    *string `json:"peers"`
+}
+
+// NewForward is the body of POST /api/routing/forwards.
+type NewForward struct {
+	Proto  string `json:"proto"`   // required: tcp or udp
+	Port   int    `json:"port"`    // required: the WAN port
+	Peer   string `json:"peer"`    // required: the peer's name
+	ToPort int    `json:"to_port"` // optional: the peer's port, default Port
+}
+
+// ForwardRef names a forward: DELETE /api/routing/forwards/<proto>/<port>.
+type ForwardRef struct {
+	Proto string `json:"proto"`
+	Port  int    `json:"port"`
+}
+
+// Routing reports NAT, every peer's policy and the forwards.
+func (c *Cell) Routing() (RoutingView, error) {
+	v := RoutingView{Peers: []PeerPolicyView{}, NAT: NATView{Masquerade: []string{}}}
+	cfg, err := c.Config()
+	if err != nil {
+		return v, err
+	}
+	c.net.mu.Lock()
+	v.NAT.WANInterface = c.net.wan
+	v.NAT.Firewall = c.net.n != nil && c.net.n.Firewall != nil
+	c.net.mu.Unlock()
+	v.NAT.Enabled = v.NAT.Firewall && v.NAT.WANInterface != ""
+	if v.NAT.Enabled {
+		v.NAT.Masquerade = append(v.NAT.Masquerade, cfg.Network.SubnetV4)
+		if cfg.Network.SubnetV6 != "" {
+			v.NAT.Masquerade = append(v.NAT.Masquerade, cfg.Network.SubnetV6)
+		}
+	}
+	peers, err := c.db.Peers().List()
+	if err != nil {
+		return v, err
+	}
+	for _, p := range peers {
+		v.Peers = append(v.Peers, PeerPolicyView{Name: p.Name, Enabled: p.Enabled, PeerPolicy: p.Policy})
+	}
+	v.Forwards, err = c.db.Forwards().List()
+	return v, err
+}
+
+func checkPolicy(field string, v *string) error {
+	if v != nil && *v != storage.Allow && *v != storage.Deny {
+		return Invalid("invalid_policy", "%s must be \"allow\" or \"deny\", not %s", field, quoteShort(*v))
+	}
+	return nil
+}
+
+// SetPeerPolicy changes where a peer's traffic may go.
+func (c *Cell) SetPeerPolicy(name string, ch PolicyChange) (PeerPolicyView, error) {
+	if err := c.peerName(name); err != nil {
+		return PeerPolicyView{}, err
+	}
+	for f, v := range map[string]*string{"internet": ch.Internet, "lan": ch.LAN, "peers": ch.Peers} {
+		if err := checkPolicy(f, v); err != nil {
+			return PeerPolicyView{}, err
+		}
+	}
+	if ch.Internet == nil && ch.LAN == nil && ch.Peers == nil {
+		return PeerPolicyView{}, Invalid("empty_change", "give at least one of internet, lan, peers")
+	}
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	p, err := c.db.Peers().Update(name, func(p *storage.Peer) error {
+		if ch.Internet != nil {
+			p.Policy.Internet = *ch.Internet
+		}
+		if ch.LAN != nil {
+			p.Policy.LAN = *ch.LAN
+		}
+		if ch.Peers != nil {
+			p.Policy.Peers = *ch.Peers
+		}
+		return nil
+	})
+	if err != nil {
+		return PeerPolicyView{}, peerErr(name, err)
+	}
+	if err := c.applyPeerLocked(p, true); err != nil {
+		return PeerPolicyView{}, Errorf(ErrUnavailable, "apply_failed", "the policy is stored but the firewall did not take it: %v", err)
+	}
+	return PeerPolicyView{Name: p.Name, Enabled: p.Enabled, PeerPolicy: p.Policy}, nil
+}
+
+// reservedPorts are the cell's own ports on the WAN side, which no forward
+// may take: its web UI and DNS (TCP), DNS and WireGuard (UDP).
+func reservedPorts(cfg Config) map[string][]int {
+	return map[string][]int{"tcp": {53, 80, 443, 3000}, "udp": {53, cfg.Network.WGPort}}
+}
+
+func checkForwardRef(proto string, port int) error {
+	if proto != "tcp" && proto != "udp" {
+		return Invalid("invalid_proto", "proto must be tcp or udp, not %s", quoteShort(proto))
+	}
+	if port < 1 || port > 65535 {
+		return Invalid("invalid_port", "port must be from 1 to 65535 (got %d)", port)
+	}
+	return nil
+}
+
+// AddForward forwards a WAN port to a peer's port.
+func (c *Cell) AddForward(in NewForward) (storage.Forward, error) {
+	if err := checkForwardRef(in.Proto, in.Port); err != nil {
+		return storage.Forward{}, err
+	}
+	if in.ToPort == 0 {
+		in.ToPort = in.Port
+	}
+	if in.ToPort < 1 || in.ToPort > 65535 {
+		return storage.Forward{}, Invalid("invalid_to_port", "to_port must be from 1 to 65535 (got %d)", in.ToPort)
+	}
+	if !ValidLabel(in.Peer) {
+		return storage.Forward{}, Invalid("invalid_peer", "peer must be a peer's name (got %s)", quoteShort(in.Peer))
+	}
+	cfg, err := c.Config()
+	if err != nil {
+		return storage.Forward{}, err
+	}
+	for _, p := range reservedPorts(cfg)[in.Proto] {
+		if p == in.Port {
+			return storage.Forward{}, Errorf(ErrConflict, "port_reserved", "%s port %d is the cell's own", in.Proto, in.Port)
+		}
+	}
+	f := storage.Forward{Proto: in.Proto, Port: uint16(in.Port), Peer: in.Peer, ToPort: uint16(in.ToPort), CreatedAt: c.now().UTC()}
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	err = c.db.Forwards().Create(f)
+	switch {
+	case errors.Is(err, storage.ErrExists):
+		return f, Errorf(ErrConflict, "port_taken", "%s port %d is already forwarded", in.Proto, in.Port)
+	case errors.Is(err, storage.ErrNotFound):
+		return f, Invalid("invalid_peer", "no peer named %s", quoteShort(in.Peer))
+	case err != nil:
+		return f, err
+	}
+	if err := c.applyFirewallLocked(); err != nil {
+		return f, Errorf(ErrUnavailable, "apply_failed", "the forward is stored but the firewall did not take it: %v", err)
+	}
+	return f, nil
+}
+
+// DeleteForward removes a forward.
+func (c *Cell) DeleteForward(ref ForwardRef) error {
+	if err := checkForwardRef(ref.Proto, ref.Port); err != nil {
+		return err
+	}
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	if _, err := c.db.Forwards().Delete(ref.Proto, uint16(ref.Port)); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return Errorf(ErrNotFound, "forward_not_found", "no forward of %s port %d", ref.Proto, ref.Port)
+		}
+		return err
+	}
+	if err := c.applyFirewallLocked(); err != nil {
+		return Errorf(ErrUnavailable, "apply_failed", "the forward is deleted but the firewall did not follow: %v", err)
+	}
+	return nil
+}
