@@ -36,6 +36,8 @@ type flags struct {
 	data     string
 	listen   string
 	logLevel string
+	wgMode   string // tun|netstack (network.go)
+	wan      string
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -44,6 +46,8 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.data, "data", "./var", "the directory that holds all state (cell.db, identity, logs)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:3000", "the API's address")
 	fs.StringVar(&f.logLevel, "log-level", "info", "the starting log level of every component: debug, info, warn, error")
+	fs.StringVar(&f.wgMode, "wg-mode", "netstack", "WireGuard: tun (a TUN device, nftables and routes; needs root) or netstack (userspace, leaves the host alone)")
+	fs.StringVar(&f.wan, "wan", "", "the WAN interface peers reach the internet through (default: the config's wan_interface, else the default route's)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -95,7 +99,15 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book})
+	netw, err := network(f.wgMode, f.wan, f.listen, book)
+	if err != nil {
+		return err
+	}
+	if err := c.StartNetwork(netw); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	defer c.StopNetwork()
+	api := httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c})
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -111,6 +123,7 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go c.RunHealth(ctx)
+	go c.RunNetwork(ctx, 2*time.Second)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
