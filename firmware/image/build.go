@@ -43,6 +43,9 @@ type Options struct {
 	// Built stamps the release (default: now).
 	Built time.Time
 	Log   *slog.Logger
+	// ExtraFiles are copied into the root: path in the root → file on the host
+	// (like gokrazy's ExtraFilePaths).
+	ExtraFiles map[string]string
 }
 
 func (o *Options) defaults() {
@@ -235,6 +238,18 @@ func populateRoot(ctx context.Context, cfg *Config, o Options, target Target, ke
 	}
 	if err := copyFile(hostCABundle, filepath.Join(dir, "etc/ssl/certs/ca-certificates.crt")); err != nil {
 		return fmt.Errorf("CA certificates (Debian's ca-certificates package): %w", err)
+	}
+	for dst, src := range o.ExtraFiles {
+		p := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(dst, "/")))
+		if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+			return fmt.Errorf("extra file %q lies outside the root", dst)
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := copyFile(src, p); err != nil {
+			return err
+		}
 	}
 	// Kernel modules: gokrazy's init loads them from /lib/modules/$(uname -r).
 	return copyTree(filepath.Join(kernelDir, "lib"), filepath.Join(dir, "lib"))

@@ -1,0 +1,167 @@
+package update
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pic-cell/cell/firmware/bundle"
+	"github.com/pic-cell/cell/firmware/release"
+)
+
+// Device is the firmware as a program on the device (the daemon) sees it: what
+// runs, and a way to install a bundle. It is what the API's /api/system routes
+// call.
+type Device struct {
+	Updater  *Updater
+	SpoolDir string
+	// Reboot restarts the device after an accepted bundle (default GokrazyReboot).
+	Reboot func() error
+	// RebootDelay lets the HTTP answer reach the client first (default 2s).
+	RebootDelay time.Duration
+	Log         *slog.Logger
+}
+
+// ErrNotDevice is returned by OpenDevice where there is no firmware (a
+// developer machine running the daemon).
+var ErrNotDevice = errors.New("not running from a cell firmware image")
+
+// OpenDevice returns the Device when the process runs from a cell image: the
+// root carries release.Path and /perm is mounted.
+func OpenDevice(log *slog.Logger) (*Device, error) {
+	rel, err := release.Load(release.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNotDevice
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat("/perm"); err != nil {
+		return nil, ErrNotDevice
+	}
+	slots := BlockSlots{}
+	bootPath, err := slots.BootPath()
+	if err != nil {
+		return nil, err
+	}
+	return &Device{
+		Updater: &Updater{Release: rel, Slots: slots, Boot: FATBoot{Open: OpenFile(bootPath)},
+			State: StateFile{Path: DefaultStatePath}, Log: log},
+		SpoolDir: filepath.Dir(DefaultStatePath),
+		Log:      log,
+	}, nil
+}
+
+// Info is what GET /api/system/info reports.
+type Info struct {
+	Version       string    `json:"version"`
+	Target        string    `json:"target"`
+	Hostname      string    `json:"hostname"`
+	Built         time.Time `json:"built"`
+	RootSlot      string    `json:"root_slot"` // "A" or "B"
+	PermanentSlot string    `json:"permanent_slot"`
+	UptimeSeconds int64     `json:"uptime_seconds"`
+}
+
+// SlotName names a root partition the way people say it.
+func SlotName(slot int) string {
+	switch slot {
+	case SlotA:
+		return "A"
+	case SlotB:
+		return "B"
+	}
+	return strconv.Itoa(slot)
+}
+
+// Info reads what runs.
+func (d *Device) Info() (Info, error) {
+	r := d.Updater.Release
+	info := Info{Version: r.Version, Target: r.Target, Hostname: r.Hostname, Built: r.Built}
+	active, err := d.Updater.Slots.Active()
+	if err != nil {
+		return info, err
+	}
+	perm, err := d.Updater.Boot.Permanent()
+	if err != nil {
+		return info, err
+	}
+	info.RootSlot, info.PermanentSlot = SlotName(active), SlotName(perm)
+	info.UptimeSeconds = uptime()
+	return info, nil
+}
+
+func uptime() int64 {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0
+	}
+	f, _ := strconv.ParseFloat(strings.Fields(string(b) + " 0")[0], 64)
+	return int64(f)
+}
+
+// Status is GET /api/system/update.
+func (d *Device) Status() (Status, error) { return d.Updater.Status() }
+
+// Install spools body (at most max bytes) to /perm, applies it and, when it was
+// accepted, reboots the device after RebootDelay. The spool file is removed in
+// every case.
+func (d *Device) Install(ctx context.Context, body io.Reader, max int64) (*bundle.Manifest, error) {
+	if err := os.MkdirAll(d.SpoolDir, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(d.SpoolDir, "incoming-*.bundle")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	n, err := io.Copy(f, io.LimitReader(body, max+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("receiving the bundle: %w", err)
+	}
+	if n > max {
+		return nil, fmt.Errorf("%w: bundle larger than %d bytes", bundle.ErrFormat, max)
+	}
+	m, err := d.Updater.Apply(ctx, f.Name())
+	if err != nil {
+		return nil, err
+	}
+	reboot, delay := d.Reboot, d.RebootDelay
+	if reboot == nil {
+		reboot = GokrazyReboot
+	}
+	if delay == 0 {
+		delay = 2 * time.Second
+	}
+	go func() {
+		time.Sleep(delay)
+		if err := reboot(); err != nil && d.Log != nil {
+			d.Log.Error("reboot for the trial boot", "err", err)
+		}
+	}()
+	return m, nil
+}
+
+// MaxBundle is the largest bundle worth receiving: a root that fills the
+// inactive partition, plus room for the manifest and the tar headers.
+func (d *Device) MaxBundle() int64 {
+	active, err := d.Updater.Slots.Active()
+	if err != nil {
+		return 0
+	}
+	size, err := d.Updater.Slots.Size(Other(active))
+	if err != nil {
+		return 0
+	}
+	return size + 1<<20
+}
