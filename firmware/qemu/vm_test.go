@@ -1,0 +1,358 @@
+package qemu_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pic-cell/cell/firmware/bundle"
+	"github.com/pic-cell/cell/firmware/image"
+	"github.com/pic-cell/cell/firmware/qemu"
+	"github.com/pic-cell/cell/firmware/update"
+)
+
+// These tests boot real images in QEMU under OVMF. Without KVM a boot takes
+// ~25 s, so each wait is bounded and the whole file stays within a few minutes.
+
+const healthd = "github.com/pic-cell/cell/firmware/qemu/testdata/healthd"
+
+func needVM(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("QEMU boot tests are not short")
+	}
+	if err := qemu.Available(); err != nil {
+		t.Skipf("cannot run VMs here: %v", err)
+	}
+}
+
+func moduleRoot(t testing.TB) string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// syncBuffer collects the serial console for the failure message.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testVM struct {
+	t      testing.TB
+	img    string
+	port   int
+	serial *syncBuffer
+	vm     *qemu.VM
+}
+
+func bootVM(t testing.TB, img string, snapshot bool) *testVM {
+	t.Helper()
+	port, err := qemu.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &testVM{t: t, img: img, port: port, serial: &syncBuffer{}}
+	v.start(snapshot)
+	t.Cleanup(func() {
+		v.vm.Kill()
+		if t.Failed() {
+			s := v.serial.String()
+			if len(s) > 6000 {
+				s = s[len(s)-6000:]
+			}
+			t.Logf("serial console (tail):\n%s", s)
+		}
+	})
+	return v
+}
+
+func (v *testVM) start(snapshot bool) {
+	vm, err := qemu.Start(context.Background(), qemu.Options{
+		Image: v.img, Serial: v.serial, Snapshot: snapshot,
+		Forwards: []qemu.Forward{{Proto: "tcp", HostPort: v.port, GuestPort: 80}},
+	})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	v.vm = vm
+}
+
+func (v *testVM) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", v.port, path) }
+
+// waitHealth waits for /health and returns how long after QEMU's start it came.
+func (v *testVM) waitHealth(timeout time.Duration) time.Duration {
+	v.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if _, err := qemu.WaitHTTP(ctx, v.url("/health")); err != nil {
+		v.t.Fatalf("no /health within %s: %v", timeout, err)
+	}
+	return time.Since(v.vm.Started)
+}
+
+func (v *testVM) getJSON(path string, dst any) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(v.url(path))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(dst)
+}
+
+// post sends a bundle to the test image's install endpoint.
+func (v *testVM) post(bundlePath string) (int, string) {
+	v.t.Helper()
+	f, err := os.Open(bundlePath)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer f.Close()
+	c := &http.Client{Timeout: 3 * time.Minute}
+	resp, err := c.Post(v.url("/update"), "application/octet-stream", f)
+	if err != nil {
+		v.t.Fatalf("POST /update: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// waitUpdate polls GET /update until cond holds.
+func (v *testVM) waitUpdate(timeout time.Duration, what string, cond func(update.Status) bool) update.Status {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var st update.Status
+	var err error
+	for time.Now().Before(deadline) {
+		st = update.Status{}
+		if err = v.getJSON("/update", &st); err == nil && cond(st) {
+			return st
+		}
+		time.Sleep(time.Second)
+	}
+	v.t.Fatalf("%s: not within %s (last status %+v, err %v)", what, timeout, st, err)
+	return st
+}
+
+// fixture builds images and bundles that share one signing key.
+type fixture struct {
+	t   testing.TB
+	dir string
+	key []byte
+	pub string
+}
+
+func newFixture(t testing.TB) *fixture {
+	priv, pub, err := bundle.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, dir: t.TempDir(), key: priv, pub: pub}
+}
+
+func (f *fixture) config(version string, trial time.Duration, args ...string) *image.Config {
+	return &image.Config{
+		Hostname: "celltest", Target: "amd64", Version: version,
+		Packages:        []image.Package{{Path: healthd, Args: append([]string{"-listen", "0.0.0.0:80"}, args...)}},
+		UpdatePublicKey: f.pub,
+		Settings: image.Settings{RootMiB: 160, PermMiB: 300, TrialTimeout: image.Duration(trial),
+			Ntp: new(bool)},
+	}
+}
+
+func (f *fixture) image(cfg *image.Config) string {
+	f.t.Helper()
+	p := filepath.Join(f.dir, "cell-"+cfg.Version+".img")
+	if err := image.Build(context.Background(), cfg, image.Options{Dir: moduleRoot(f.t)}, p); err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+func (f *fixture) bundle(cfg *image.Config, extra map[string]string) string {
+	f.t.Helper()
+	root := filepath.Join(f.dir, "root-"+cfg.Version)
+	if err := image.BuildRoot(context.Background(), cfg, image.Options{Dir: moduleRoot(f.t), ExtraFiles: extra}, root); err != nil {
+		f.t.Fatal(err)
+	}
+	key, err := bundle.ParsePrivateKey(f.key)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	p := filepath.Join(f.dir, "cell-"+cfg.Version+".bundle")
+	out, err := os.Create(p)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer out.Close()
+	if err := bundle.Write(out, bundle.Manifest{Version: cfg.Version, Target: cfg.Target}, map[string]string{bundle.PartRoot: root}, key); err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+func TestBootAnswersHealth(t *testing.T) {
+	needVM(t)
+	f := newFixture(t)
+	img := f.image(f.config("1.0.0", time.Minute))
+	v := bootVM(t, img, true)
+	took := v.waitHealth(3 * time.Minute)
+	t.Logf("/health answered %s after QEMU started (KVM: %v)", took.Round(time.Second), qemu.KVM())
+	var info update.Info
+	if err := v.getJSON("/info", &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Version != "1.0.0" || info.RootSlot != "A" || info.PermanentSlot != "A" || info.Target != "amd64" {
+		t.Errorf("info %+v, want version 1.0.0 on root A", info)
+	}
+}
+
+// TestUpdateCommitRefuseRollback runs one device through a good update (it comes
+// back on root B with the new version), refusals over the network (nothing
+// changes), and a bad update (its daemon never gets healthy: rolled back on its
+// own, the old version runs, the state says why).
+func TestUpdateCommitRefuseRollback(t *testing.T) {
+	needVM(t)
+	f := newFixture(t)
+	img := f.image(f.config("1.0.0", time.Minute))
+	good := f.bundle(f.config("1.1.0", 2*time.Minute), nil)
+	older := f.bundle(f.config("1.0.5", time.Minute), nil)
+	bad := f.bundle(f.config("1.2.0", 30*time.Second, "-unhealthy"), nil)
+
+	v := bootVM(t, img, false)
+	v.waitHealth(3 * time.Minute)
+
+	start := time.Now()
+	if code, body := v.post(good); code != 200 {
+		t.Fatalf("good bundle refused: %d %s", code, body)
+	}
+	st := v.waitUpdate(4*time.Minute, "commit of 1.1.0", func(s update.Status) bool { return s.State.Phase == update.PhaseCommitted })
+	t.Logf("update 1.0.0 → 1.1.0 committed %s after the push", time.Since(start).Round(time.Second))
+	if st.Running != "1.1.0" || st.Slot != update.SlotB || st.Permanent != update.SlotB {
+		t.Fatalf("after the update: %+v, want 1.1.0 on slot 3, permanent", st)
+	}
+
+	// Refusals: nothing about the device changes.
+	flipped := filepath.Join(f.dir, "flipped.bundle")
+	b, _ := os.ReadFile(good)
+	b[len(b)-4096] ^= 0x01 // inside the root's bytes
+	os.WriteFile(flipped, b, 0o644)
+	truncated := filepath.Join(f.dir, "truncated.bundle")
+	os.WriteFile(truncated, b[:len(b)/2], 0o644)
+	for name, p := range map[string]string{"older version": older, "flipped bit": flipped, "truncated root": truncated} {
+		if code, body := v.post(p); code != 400 {
+			t.Errorf("%s: got %d %s, want 400", name, code, body)
+		}
+	}
+	after := v.waitUpdate(10*time.Second, "status", func(update.Status) bool { return true })
+	if after.State != st.State || after.Permanent != update.SlotB {
+		t.Errorf("a refused bundle changed the state: %+v, was %+v", after, st)
+	}
+
+	// A bundle whose daemon never becomes healthy.
+	if code, body := v.post(bad); code != 200 {
+		t.Fatalf("bad-daemon bundle refused at install: %d %s", code, body)
+	}
+	st = v.waitUpdate(5*time.Minute, "rollback of 1.2.0", func(s update.Status) bool { return s.State.Phase == update.PhaseRolledBack })
+	if st.Running != "1.1.0" || st.Slot != update.SlotB || st.Permanent != update.SlotB {
+		t.Errorf("after the rollback: %+v, want 1.1.0 on slot 3", st)
+	}
+	if !strings.Contains(st.State.Message, "not healthy") || st.State.Version != "1.2.0" {
+		t.Errorf("rollback reason %q (version %s), want it to say not healthy", st.State.Message, st.State.Version)
+	}
+}
+
+// TestPowerCutWhileWriting kills QEMU while the new root is being written; the
+// device comes back on the old root and reports the interrupted update.
+func TestPowerCutWhileWriting(t *testing.T) {
+	needVM(t)
+	f := newFixture(t)
+	img := f.image(f.config("1.0.0", time.Minute))
+	// 100 MB that does not compress: writing it takes seconds even under KVM.
+	junk := filepath.Join(f.dir, "junk")
+	b := make([]byte, 100<<20)
+	rand.Read(b)
+	os.WriteFile(junk, b, 0o644)
+	big := f.bundle(f.config("1.1.0", time.Minute), map[string]string{"/junk": junk})
+
+	v := bootVM(t, img, false)
+	v.waitHealth(3 * time.Minute)
+	go func() {
+		f, _ := os.Open(big)
+		defer f.Close()
+		c := &http.Client{Timeout: 3 * time.Minute}
+		if resp, err := c.Post(v.url("/update"), "application/octet-stream", f); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	v.waitUpdateFast(3*time.Minute, update.PhaseWriting)
+	v.vm.Kill()
+	t.Log("power cut while the root was being written")
+
+	v.start(false)
+	v.waitHealth(3 * time.Minute)
+	var info update.Info
+	if err := v.getJSON("/info", &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Version != "1.0.0" || info.RootSlot != "A" {
+		t.Errorf("after the power cut: %+v, want 1.0.0 on root A", info)
+	}
+	st := v.waitUpdate(10*time.Second, "status", func(update.Status) bool { return true })
+	if st.State.Phase != update.PhaseFailed || !strings.Contains(st.State.Message, "interrupted") {
+		t.Errorf("state %+v, want failed: interrupted", st.State)
+	}
+}
+
+// waitUpdateFast polls every 50ms for a phase (a window of a few seconds).
+func (v *testVM) waitUpdateFast(timeout time.Duration, phase update.Phase) {
+	v.t.Helper()
+	deadline := time.Now().Add(timeout)
+	c := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(v.url("/update"))
+		if err == nil {
+			var st update.Status
+			json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			if st.State.Phase == phase {
+				return
+			}
+			if st.State.Phase.Terminal() || st.State.Phase == update.PhasePending {
+				v.t.Fatalf("missed the %s phase: already %s", phase, st.State.Phase)
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	v.t.Fatalf("phase %s not seen within %s", phase, timeout)
+}
