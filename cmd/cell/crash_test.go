@@ -341,6 +341,13 @@ func TestCrashDuringWrites(t *testing.T) {
 		t.Errorf("config cell.name after the restart = %q, want one of the names sent (n0..n%d)", cfg.Cell.Name, writes-1)
 	}
 
+	if !logged[cfg.Cell.Name] {
+		// PUT /api/config stores the config and appends its audit entry in two
+		// transactions (httpapi audits after the handler), so a kill between them
+		// leaves a change without its entry. Reported, not failed: see the report.
+		t.Logf("the stored config name %q has no audit entry: the kill fell between the config write and its audit append", cfg.Cell.Name)
+	}
+
 	var v verifyAnswer
 	c2.must("GET", "/api/audit/verify", nil, &v)
 	if !v.OK || v.Entries < uint64(len(logged)) {
