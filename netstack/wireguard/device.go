@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -241,6 +243,8 @@ func (w *WG) Close() error {
 	if w.uapi != nil {
 		w.uapi.Close()
 		<-w.done
+		// The listener came from a file and does not unlink its socket.
+		os.Remove(filepath.Join("/var/run/wireguard", w.name+".sock"))
 	}
 	w.dev.Close()
 	w.log.Info("device closed")

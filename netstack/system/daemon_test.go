@@ -1,0 +1,466 @@
+package system_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pic-cell/cell/netstack/nstest"
+	"github.com/pic-cell/cell/netstack/wireguard"
+)
+
+// The daemon tests run the real cmd/cell binary: in TUN mode inside the cell
+// namespace, and in netstack mode unprivileged on loopback. Clients are
+// configured only from the config text the API hands out.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func daemonBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "cell-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "cell")
+		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binPath, "github.com/pic-cell/cell/cmd/cell").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// daemon is a running cell process.
+type daemon struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	args []string
+	log  *bytes.Buffer
+}
+
+func startDaemon(t testing.TB, args ...string) *daemon {
+	t.Helper()
+	d := &daemon{t: t, args: args}
+	d.start()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log)
+		}
+	})
+	return d
+}
+
+func (d *daemon) start() {
+	d.log = &bytes.Buffer{}
+	d.cmd = exec.Command(d.args[0], d.args[1:]...)
+	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+func (d *daemon) stop() {
+	if d.cmd != nil && d.cmd.Process != nil {
+		d.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { d.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			d.cmd.Process.Kill()
+			<-done
+		}
+		d.cmd = nil
+	}
+}
+
+// kill9 kills the daemon as a power cut would.
+func (d *daemon) kill9() {
+	d.cmd.Process.Kill()
+	d.cmd.Wait()
+	d.cmd = nil
+}
+
+// api is an admin (or peer) browser session against the daemon.
+type api struct {
+	t    testing.TB
+	base string
+	http *http.Client
+	csrf string
+}
+
+func newAPI(t testing.TB, base string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *api {
+	jar, _ := cookiejar.New(nil)
+	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true}
+	return &api{t: t, base: base, http: &http.Client{Jar: jar, Transport: tr, Timeout: 30 * time.Second}}
+}
+
+func (a *api) do(method, path string, body any) (int, []byte) {
+	a.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		raw, _ := json.Marshal(body)
+		rd = bytes.NewReader(raw)
+	}
+	req, _ := http.NewRequest(method, a.base+path, rd)
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if a.csrf != "" {
+		req.Header.Set("X-CSRF-Token", a.csrf)
+	}
+	res, err := a.http.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, b
+}
+
+func (a *api) must(status int, method, path string, body any, out any) []byte {
+	a.t.Helper()
+	got, b := a.do(method, path, body)
+	if got != status {
+		a.t.Fatalf("%s %s: %d, want %d: %s", method, path, got, status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			a.t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	return b
+}
+
+const adminPW = "a long admin password"
+
+// setUp completes the wizard and logs in as admin.
+func (a *api) setUp(domain string, port int) {
+	a.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		req, _ := http.NewRequest("GET", a.base+"/health", nil)
+		if res, err := a.http.Do(req); err == nil {
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatal("the daemon never answered /health")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	a.must(200, "POST", "/api/setup/step", map[string]any{"step": "admin", "data": map[string]any{"username": "admin", "password": adminPW}}, nil)
+	a.must(200, "POST", "/api/setup/step", map[string]any{"step": "cell", "data": map[string]any{"name": "home", "domain": domain}}, nil)
+	a.must(200, "POST", "/api/setup/step", map[string]any{"step": "network", "data": map[string]any{"wg_port": port, "subnet_v4": "10.77.0.0/24", "subnet_v6": "fd77::/64", "wan_interface": "auto"}}, nil)
+	a.must(200, "POST", "/api/setup/complete", nil, nil)
+	a.login("admin", adminPW)
+}
+
+func (a *api) login(user, pw string) {
+	a.t.Helper()
+	a.must(200, "POST", "/api/auth/login", map[string]any{"username": user, "password": pw}, nil)
+	var tok struct{ Token string }
+	a.must(200, "GET", "/api/auth/csrf-token", nil, &tok)
+	a.csrf = tok.Token
+}
+
+// waitRunning waits until the daemon has built the device from the config.
+func (a *api) waitRunning() {
+	a.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var st struct{ Running bool }
+		req, _ := http.NewRequest("GET", a.base+"/api/wireguard/status", nil)
+		if res, err := a.http.Do(req); err == nil { // refused while the daemon starts
+			json.NewDecoder(res.Body).Decode(&st)
+			res.Body.Close()
+			if res.StatusCode == 200 && st.Running {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	a.t.Fatal("WireGuard never came up after setup")
+}
+
+type created struct {
+	Peer struct {
+		Name, IPv4, IPv6 string
+	}
+	OneTimePassword string `json:"one_time_password"`
+}
+
+// TestDaemonTunMode is the issue's end to end: the daemon in TUN mode in the
+// cell namespace, real clients made only from the API's config text.
+func TestDaemonTunMode(t *testing.T) {
+	top := nstest.NewTopology(t)
+	bin := daemonBinary(t)
+	data := t.TempDir()
+	args := []string{"ip", "netns", "exec", top.Cell.Name, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "debug"}
+	d := startDaemon(t, args...)
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) { return top.Cell.Dial(addr, 5*time.Second) }
+	a := newAPI(t, "http://127.0.0.1:3000", dial)
+	a.setUp("cell.test", 51820)
+	a.waitRunning()
+
+	var pa, pb created
+	a.must(201, "POST", "/api/peers", map[string]any{"name": "client-a"}, &pa)
+	a.must(201, "POST", "/api/peers", map[string]any{"name": "client-b"}, &pb)
+	cfgA := string(a.must(200, "GET", "/api/peers/client-a/config", nil, nil))
+	cfgB := string(a.must(200, "GET", "/api/peers/client-b/config", nil, nil))
+	resolve := func(host string) string {
+		if host != "cell.test" {
+			t.Fatalf("endpoint host %q, want the cell's domain", host)
+		}
+		return nstest.CellWAN
+	}
+	nstest.NewClient(t, top.A, cfgA, resolve)
+	nstest.NewClient(t, top.B, cfgB, resolve)
+
+	if !top.A.WaitPing("10.77.0.1", 10*time.Second) {
+		t.Fatalf("client-a cannot ping the cell\n%s", top.Cell.Exec(t, "nft", "list", "ruleset"))
+	}
+	if !top.A.WaitPing("fd77::1", 5*time.Second) {
+		t.Error("client-a cannot ping the cell over IPv6")
+	}
+	if !top.B.WaitPing("10.77.0.1", 10*time.Second) {
+		t.Fatal("client-b cannot ping the cell")
+	}
+	var st struct {
+		Peers []struct {
+			Name          string
+			LastHandshake *time.Time `json:"last_handshake"`
+		}
+	}
+	a.must(200, "GET", "/api/wireguard/status", nil, &st)
+	for _, p := range st.Peers {
+		if p.LastHandshake == nil {
+			t.Errorf("status: %s has no handshake", p.Name)
+		}
+	}
+	if got, err := top.A.Get(nstest.ServerAddr+":80", "/", 5*time.Second); err != nil || got != nstest.CellWAN {
+		t.Errorf("the server saw client-a as %q (%v), want the cell's WAN address", got, err)
+	}
+	// wg show works against the daemon's UAPI socket.
+	show := top.Cell.Exec(t, "wg", "show", "wg0")
+	for _, want := range []string{"listening port: 51820", "allowed ips: 10.77.0.2/32, fd77::2/128", "allowed ips: 10.77.0.3/32, fd77::3/128"} {
+		if !strings.Contains(show, want) {
+			t.Errorf("wg show lacks %q:\n%s", want, show)
+		}
+	}
+
+	// Peer to peer only once the policy allows it.
+	if top.A.Ping("10.77.0.3", time.Second) {
+		t.Error("client-a reached client-b before the policy allowed it")
+	}
+	a.must(200, "PUT", "/api/routing/peers/client-a", map[string]any{"peers": "allow"}, nil)
+	if !top.A.WaitPing("10.77.0.3", 3*time.Second) {
+		t.Error("client-a cannot reach client-b after allowing it")
+	}
+
+	// The QR decodes, with a real decoder, to the config byte for byte.
+	png := a.must(200, "GET", "/api/peers/client-a/qr", nil, nil)
+	f := filepath.Join(t.TempDir(), "a.png")
+	os.WriteFile(f, png, 0o644)
+	if out, err := exec.Command("zbarimg", "--raw", "-q", "-Sbinary", f).Output(); err != nil || string(out) != cfgA {
+		t.Errorf("QR decodes to %q (%v), want the config text", out, err)
+	}
+
+	// kill -9 and restart: the kernel state is rebuilt to exactly what the
+	// database says.
+	rulesBefore := normalizeRuleset(top.Cell.Exec(t, "nft", "list", "ruleset"))
+	wgBefore := wgConfig(top.Cell.Exec(t, "wg", "showconf", "wg0"))
+	d.kill9()
+	if _, err := top.Cell.Try("wg", "show", "wg0"); err == nil {
+		t.Error("wg0 outlived the daemon")
+	}
+	d.start()
+	a.waitRunning()
+	if got := normalizeRuleset(top.Cell.Exec(t, "nft", "list", "ruleset")); got != rulesBefore {
+		t.Errorf("ruleset after restart differs:\n%s\nbefore:\n%s", got, rulesBefore)
+	}
+	if got := wgConfig(top.Cell.Exec(t, "wg", "showconf", "wg0")); got != wgBefore {
+		t.Errorf("wg config after restart differs:\n%s\nbefore:\n%s", got, wgBefore)
+	}
+	if !top.A.WaitPing("10.77.0.1", 25*time.Second) {
+		t.Fatal("client-a did not come back after the restart")
+	}
+	top.B.WaitPing("10.77.0.1", 25*time.Second)
+
+	// Disable: a's traffic stops within a second; b is untouched.
+	start := time.Now()
+	a.must(200, "PUT", "/api/peers/client-a", map[string]any{"enabled": false}, nil)
+	for top.A.Ping("10.77.0.1", 200*time.Millisecond) {
+		if time.Since(start) > time.Second {
+			t.Fatal("client-a still reaches the cell a second after disable")
+		}
+	}
+	t.Logf("disable cut client-a off after %v", time.Since(start))
+	if !top.B.Ping("10.77.0.1", time.Second) {
+		t.Error("disabling a cut b off too")
+	}
+	// Delete: b's traffic stops within a second, and b is gone everywhere.
+	start = time.Now()
+	a.must(200, "DELETE", "/api/peers/client-b", nil, nil)
+	for top.B.Ping("10.77.0.1", 200*time.Millisecond) {
+		if time.Since(start) > time.Second {
+			t.Fatal("client-b still reaches the cell a second after delete")
+		}
+	}
+	t.Logf("delete cut client-b off after %v", time.Since(start))
+	if show := top.Cell.Exec(t, "wg", "show", "wg0", "allowed-ips"); strings.Contains(show, "10.77.0.3") {
+		t.Errorf("deleted peer still on the device:\n%s", show)
+	}
+	if rules := top.Cell.Exec(t, "nft", "list", "ruleset"); strings.Contains(rules, "10.77.0.3") {
+		t.Errorf("deleted peer still in the firewall:\n%s", rules)
+	}
+}
+
+// wgConfig drops what changes on its own (endpoints) from `wg showconf` and
+// sorts the peers, which the device lists in map order.
+func wgConfig(s string) string {
+	blocks := strings.Split(s, "\n\n")
+	for i, b := range blocks {
+		var keep []string
+		for _, l := range strings.Split(strings.TrimSpace(b), "\n") {
+			if !strings.HasPrefix(l, "Endpoint") {
+				keep = append(keep, l)
+			}
+		}
+		blocks[i] = strings.Join(keep, "\n")
+	}
+	sort.Strings(blocks[1:])
+	return strings.Join(blocks, "\n\n")
+}
+
+var elementsRE = regexp.MustCompile(`(?s)elements = \{([^}]*)\}`)
+
+// normalizeRuleset sorts set elements, which nft prints in hash order.
+func normalizeRuleset(s string) string {
+	return elementsRE.ReplaceAllStringFunc(s, func(m string) string {
+		var items []string
+		for _, f := range strings.Split(elementsRE.FindStringSubmatch(m)[1], ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				items = append(items, f)
+			}
+		}
+		sort.Strings(items)
+		return "elements = { " + strings.Join(items, ", ") + " }"
+	})
+}
+
+// TestDaemonNetstackMode: the unprivileged mode. The daemon on loopback with
+// a userspace device; a netstack client from the config text pings it.
+func TestDaemonNetstackMode(t *testing.T) {
+	bin := daemonBinary(t)
+	apiPort, wgPortN := freePort(t, "tcp"), freePort(t, "udp")
+	startDaemon(t, bin, "-data", t.TempDir(), "-listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "-wg-mode", "netstack")
+	var d net.Dialer
+	a := newAPI(t, fmt.Sprintf("http://127.0.0.1:%d", apiPort), d.DialContext)
+	a.setUp("127.0.0.1", wgPortN)
+	a.waitRunning()
+	var p created
+	a.must(201, "POST", "/api/peers", map[string]any{"name": "laptop"}, &p)
+	q, err := nstest.ParseQuick(string(a.must(200, "GET", "/api/peers/laptop/config", nil, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []netip.Addr
+	for _, pr := range q.Addresses {
+		addrs = append(addrs, pr.Addr())
+	}
+	dev, err := wireguard.Open(wireguard.Options{Mode: wireguard.ModeNetstack, Addresses: addrs, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	ep := netip.MustParseAddrPort(q.Peer.Endpoint)
+	if err := dev.Set(wireguard.Config{PrivateKey: q.PrivateKey, Peers: []wireguard.Peer{{PublicKey: q.Peer.PublicKey,
+		PresharedKey: q.Peer.PresharedKey, Endpoint: ep, AllowedIPs: q.Peer.AllowedIPs, PersistentKeepalive: q.Peer.PersistentKeepalive}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := netstackPing(dev, addrs[0], netip.MustParseAddr("10.77.0.1")); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("ping over the netstack tunnel: %v", err)
+		}
+	}
+	var st struct {
+		Mode  string
+		Peers []struct {
+			LastHandshake *time.Time `json:"last_handshake"`
+		}
+	}
+	a.must(200, "GET", "/api/wireguard/status", nil, &st)
+	if st.Mode != "netstack" || len(st.Peers) != 1 || st.Peers[0].LastHandshake == nil {
+		t.Errorf("status = %+v, want netstack with one handshaken peer", st)
+	}
+}
+
+func freePort(t testing.TB, network string) int {
+	if network == "udp" {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func netstackPing(dev *wireguard.WG, from, to netip.Addr) error {
+	pc, err := dev.Net().DialPingAddr(from, to)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	pc.SetDeadline(time.Now().Add(time.Second))
+	// ICMP echo request: type 8, code 0, checksum, id 1, seq 1.
+	msg := []byte{8, 0, 0, 0, 0, 1, 0, 1}
+	var sum uint32
+	for i := 0; i < len(msg); i += 2 {
+		sum += uint32(msg[i])<<8 | uint32(msg[i+1])
+	}
+	sum = sum>>16 + sum&0xffff
+	cs := ^uint16(sum)
+	msg[2], msg[3] = byte(cs>>8), byte(cs)
+	if _, err := pc.Write(msg); err != nil {
+		return err
+	}
+	_, err = pc.Read(make([]byte, 1500))
+	return err
+}
