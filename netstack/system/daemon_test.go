@@ -224,7 +224,9 @@ func TestDaemonTunMode(t *testing.T) {
 	data := t.TempDir()
 	args := []string{"ip", "netns", "exec", top.Cell.Name, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "debug"}
 	d := startDaemon(t, args...)
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) { return top.Cell.Dial(addr, 5*time.Second) }
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return top.Cell.Dial(addr, 5*time.Second)
+	}
 	a := newAPI(t, "http://127.0.0.1:3000", dial)
 	a.setUp("cell.test", 51820)
 	a.waitRunning()
