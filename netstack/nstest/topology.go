@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -43,7 +44,10 @@ func NewTopology(t testing.TB) *Topology {
 	top.Cell.Exec(t, "ip", "route", "add", "default", "via", ServerAddr)
 	top.A.Exec(t, "ip", "route", "add", "default", "via", "198.18.1.1")
 	top.B.Exec(t, "ip", "route", "add", "default", "via", "198.18.2.1")
-	top.WAN.Exec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	// /proc/sys/net belongs to the namespace of the thread that opens it.
+	if err := top.WAN.Run(func() error { return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644) }); err != nil {
+		t.Fatal(err)
+	}
 	top.serve(t)
 	return top
 }

@@ -91,7 +91,7 @@ func BenchmarkAPIPeerAdd(b *testing.B) {
 			var lat []time.Duration
 			i := 0
 			for b.Loop() {
-				for range 50 {
+				for range 200 {
 					start := time.Now()
 					a.must(201, "POST", "/api/peers", map[string]any{"name": fmt.Sprintf("new%d", i)}, nil)
 					lat = append(lat, time.Since(start))
