@@ -36,8 +36,10 @@ type Network struct {
 	// else the default route's (DefaultWAN).
 	WAN        string
 	DefaultWAN func() (string, error)
-	// LAN are the networks that count as the LAN for the peers' lan policy.
-	LAN []netip.Prefix
+	// LAN are the networks that count as the LAN for the peers' lan policy;
+	// when empty, LANOf finds them on the WAN interface.
+	LAN   []netip.Prefix
+	LANOf func(wan string) ([]netip.Prefix, error)
 	// LocalTCP and LocalUDP are the cell's own services that the tunnel may
 	// reach (the API port, DNS).
 	LocalTCP, LocalUDP []uint16
@@ -53,6 +55,7 @@ type netState struct {
 	addrs   []netip.Addr // the device's addresses (netstack mode bakes them in)
 	applied []byte       // the config the kernel was last built from, JSON
 	wan     string
+	lan     []netip.Prefix
 	fwBuilt bool
 	lastErr error
 }
@@ -259,6 +262,12 @@ func (c *Cell) reconcileLocked(force bool) error {
 		}
 	}
 	c.net.wan = c.wanLocked(sn)
+	c.net.lan = n.LAN
+	if len(n.LAN) == 0 && n.LANOf != nil && c.net.wan != "" {
+		if c.net.lan, err = n.LANOf(c.net.wan); err != nil {
+			c.netLog().Warn("no LAN networks: the lan policy has nothing to act on", "wan", c.net.wan, "err", err)
+		}
+	}
 	if n.Firewall != nil {
 		rs := c.rulesetLocked(sn, peers, fwds)
 		if err := n.Firewall.Set(rs); err != nil {
@@ -318,7 +327,7 @@ func fwPeer(p storage.Peer) firewall.Peer {
 func (c *Cell) rulesetLocked(sn subnets, peers []storage.Peer, fwds []storage.Forward) firewall.Ruleset {
 	n := c.net.n
 	rs := firewall.Ruleset{WGInterface: n.Interface, WGPort: uint16(sn.port), WAN: c.net.wan,
-		Tunnel4: sn.v4.Masked(), Tunnel6: sn.v6.Masked(), LAN: n.LAN, LocalTCP: n.LocalTCP, LocalUDP: n.LocalUDP}
+		Tunnel4: sn.v4.Masked(), Tunnel6: sn.v6.Masked(), LAN: c.net.lan, LocalTCP: n.LocalTCP, LocalUDP: n.LocalUDP}
 	byName := map[string]storage.Peer{}
 	for _, p := range peers {
 		rs.Peers = append(rs.Peers, fwPeer(p))

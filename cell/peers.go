@@ -368,10 +368,8 @@ func (c *Cell) PeerConfig(name string) (string, error) {
 			allowed = append(allowed, sn.v6.Masked().String())
 		}
 		c.net.mu.Lock()
-		if c.net.n != nil {
-			for _, l := range c.net.n.LAN {
-				allowed = append(allowed, l.Masked().String())
-			}
+		for _, l := range c.net.lan {
+			allowed = append(allowed, l.Masked().String())
 		}
 		c.net.mu.Unlock()
 	}

@@ -36,7 +36,7 @@ func network(mode, wan, listen string, book *logs.Book) (cell.Network, error) {
 		fw.Close()
 		return cell.Network{}, err
 	}
-	n := cell.Network{Mode: mode, Interface: "wg0", Firewall: fw, Links: l, WAN: wan, DefaultWAN: l.DefaultRouteInterface,
+	n := cell.Network{Mode: mode, Interface: "wg0", Firewall: fw, Links: l, WAN: wan, DefaultWAN: l.DefaultRouteInterface, LANOf: l.LANPrefixes,
 		LocalUDP: []uint16{53}, LocalTCP: []uint16{53}}
 	if _, p, err := net.SplitHostPort(listen); err == nil {
 		if port, err := strconv.ParseUint(p, 10, 16); err == nil {

@@ -205,3 +205,28 @@ func (l *Netlink) Close() error {
 	}
 	return nil
 }
+
+// LANPrefixes lists the private networks (RFC 1918, ULA) the interface is
+// on: the home LAN behind the cell's uplink, for the peers' lan policy.
+func (l *Netlink) LANPrefixes(iface string) ([]netip.Prefix, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, ErrClosed
+	}
+	link, err := l.h.LinkByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("links: %s: %w", iface, err)
+	}
+	addrs, err := l.h.AddrList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("links: %s addresses: %w", iface, err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IPNet); ok && p.Addr().IsPrivate() && !slices.Contains(out, p.Masked()) {
+			out = append(out, p.Masked())
+		}
+	}
+	return out, nil
+}

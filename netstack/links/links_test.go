@@ -61,6 +61,10 @@ func TestSetInNamespace(t *testing.T) {
 	if out := ns.Exec(t, "ip", "-o", "addr", "show", "dev", "wg0"); strings.Contains(out, "fd77::1") {
 		t.Errorf("removed address still there:\n%s", out)
 	}
+	ns.Exec(t, "ip", "addr", "add", "192.168.1.20/24", "dev", "wan0")
+	if lan, err := l.LANPrefixes("wan0"); err != nil || len(lan) != 1 || lan[0] != netip.MustParsePrefix("192.168.1.0/24") {
+		t.Errorf("LANPrefixes(wan0) = %v, %v; want [192.168.1.0/24] (198.18.0.0/24 is not private)", lan, err)
+	}
 	if wan, err := l.DefaultRouteInterface(); err != nil || wan != "wan0" {
 		t.Errorf("DefaultRouteInterface() = %q, %v; want wan0", wan, err)
 	}
