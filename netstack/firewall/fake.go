@@ -73,6 +73,9 @@ func (f *Fake) Close() error {
 
 // PutPeer implements Firewall.
 func (f *Fake) PutPeer(p Peer) error {
+	if err := p.validate(); err != nil {
+		return err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {

@@ -99,11 +99,8 @@ func (rs Ruleset) validate() error {
 	}
 	seen := map[netip.Addr]bool{}
 	for _, p := range rs.Peers {
-		if !p.Addr4.Is4() {
-			return fmt.Errorf("firewall: peer address %v is not IPv4", p.Addr4)
-		}
-		if p.Addr6.IsValid() && !p.Addr6.Is6() {
-			return fmt.Errorf("firewall: peer address %v is not IPv6", p.Addr6)
+		if err := p.validate(); err != nil {
+			return err
 		}
 		if seen[p.Addr4] || (p.Addr6.IsValid() && seen[p.Addr6]) {
 			return fmt.Errorf("firewall: peer address %v used twice", p.Addr4)
@@ -120,6 +117,16 @@ func (rs Ruleset) validate() error {
 		if f.Port == 0 || f.ToPort == 0 || !f.To.Is4() {
 			return errors.New("firewall: forward needs ports and an IPv4 peer address")
 		}
+	}
+	return nil
+}
+
+func (p Peer) validate() error {
+	if !p.Addr4.Is4() {
+		return fmt.Errorf("firewall: peer address %v is not IPv4", p.Addr4)
+	}
+	if p.Addr6.IsValid() && !p.Addr6.Is6() {
+		return fmt.Errorf("firewall: peer address %v is not IPv6", p.Addr6)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"syscall"
 
@@ -114,7 +115,7 @@ func (n *NFT) Rebuild(rs Ruleset) error {
 // PutPeer adds or changes one peer's set elements: the constant-cost path
 // for a single peer. It needs a table built by Set or Rebuild.
 func (n *NFT) PutPeer(p Peer) error {
-	if err := (Ruleset{WGInterface: "x", WGPort: 1, Tunnel4: netip.MustParsePrefix("0.0.0.0/0"), Peers: []Peer{p}}).validate(); err != nil {
+	if err := p.validate(); err != nil {
 		return err
 	}
 	n.mu.Lock()
@@ -202,12 +203,12 @@ func (n *NFT) peerDeltaLocked(t *nftables.Table, old Peer, had bool, p Peer, wan
 			name := base + fam
 			var del, add []nftables.SetElement
 			for _, a := range before[name] {
-				if !containsAddr(after[name], a) {
+				if !slices.Contains(after[name], a) {
 					del = append(del, nftables.SetElement{Key: addrKey(a)})
 				}
 			}
 			for _, a := range after[name] {
-				if !containsAddr(before[name], a) {
+				if !slices.Contains(before[name], a) {
 					add = append(add, nftables.SetElement{Key: addrKey(a)})
 				}
 			}
@@ -231,15 +232,6 @@ func (n *NFT) peerDeltaLocked(t *nftables.Table, old Peer, had bool, p Peer, wan
 		n.peers[p.Addr4] = p
 	}
 	n.applied.Peers = nil // the peers map is the truth for peers
-}
-
-func containsAddr(as []netip.Addr, a netip.Addr) bool {
-	for _, b := range as {
-		if a == b {
-			return true
-		}
-	}
-	return false
 }
 
 // setPeersLocked sends only the peers' element changes. n.mu must be held.
@@ -314,7 +306,7 @@ func build(c *nftables.Conn, rs Ruleset) {
 			sets[s.Name] = s
 			var elems []nftables.SetElement
 			for _, p := range rs.Peers {
-				if !slicesContains(membership(p), base) {
+				if !slices.Contains(membership(p), base) {
 					continue
 				}
 				a := p.Addr4
@@ -429,13 +421,4 @@ func build(c *nftables.Conn, rs Ruleset) {
 			add(postrouting, cat(oifname(rs.WAN), addrInPrefix(false, rs.Tunnel6), one(&expr.Masq{})))
 		}
 	}
-}
-
-func slicesContains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"encoding/binary"
 	"net/netip"
 
 	"github.com/google/nftables"
@@ -151,5 +150,3 @@ func one(e ...expr.Any) []expr.Any { return e }
 
 // addrKey is a set element key for a tunnel address.
 func addrKey(a netip.Addr) []byte { return a.AsSlice() }
-
-var _ = binary.BigEndian
