@@ -107,7 +107,12 @@ func run(args []string) error {
 		return fmt.Errorf("network: %w", err)
 	}
 	defer c.StopNetwork()
-	api := httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c})
+	// The firmware's update outcomes are audited until run returns (before the
+	// database closes).
+	fwCtx, fwStop := context.WithCancel(context.Background())
+	defer fwStop()
+	api := httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c}).
+		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
