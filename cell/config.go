@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/pic-cell/cell/storage"
 )
 
 // Config is the cell's whole configuration document, as GET /api/config shows it. It
@@ -137,10 +139,11 @@ func (c *Cell) Config() (Config, error) {
 }
 
 // PatchConfig applies a JSON merge patch (RFC 7386) to the config, validates the
-// result as a whole and stores it. It returns the new config and the dotted names of
-// the fields that changed (for the audit log: names only, values are the caller's to
-// judge).
-func (c *Cell) PatchConfig(patch []byte) (Config, []string, error) {
+// result as a whole, and stores it together with audit, the entry of this change, in
+// one transaction. The config holds no secret, so the entry's details name the changed
+// fields ("changed") and their new values. It returns the new config and the changed
+// fields.
+func (c *Cell) PatchConfig(patch []byte, audit storage.Entry) (Config, []string, error) {
 	c.cfgMu.Lock()
 	defer c.cfgMu.Unlock()
 	cur, err := c.Config()
@@ -171,10 +174,18 @@ func (c *Cell) PatchConfig(patch []byte) (Config, []string, error) {
 	}
 	changed := diffFields("", base, merged)
 	sort.Strings(changed)
-	if len(changed) == 0 {
-		return cur, nil, nil
+	audit.Details = map[string]string{"changed": strings.Join(changed, ",")}
+	for _, f := range changed {
+		audit.Details[f] = fmt.Sprint(lookup(merged, f))
 	}
-	if err := c.db.Settings().PutConfig(next); err != nil {
+	if audit.Time == "" {
+		audit.Time = c.now().UTC().Format(storage.TimeFormat)
+	}
+	if len(changed) == 0 {
+		_, err := c.db.Audit().Append(audit)
+		return cur, nil, err
+	}
+	if _, err := c.db.Settings().PutConfigAudited(next, audit); err != nil {
 		return cur, nil, err
 	}
 	return next, changed, nil
@@ -239,4 +250,17 @@ func (c *Cell) defaultULA() string {
 	a[0] = 0xfd
 	copy(a[1:6], sum[:5])
 	return netip.PrefixFrom(netip.AddrFrom16(a), 64).String()
+}
+
+// lookup finds a dotted path in a decoded JSON document.
+func lookup(doc any, path string) any {
+	cur := doc
+	for _, k := range strings.Split(path, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil
+		}
+		cur = m[k]
+	}
+	return cur
 }

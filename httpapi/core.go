@@ -1,10 +1,7 @@
 package httpapi
 
 import (
-	"encoding/json"
-	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/pic-cell/cell/cell"
 )
@@ -35,18 +32,11 @@ func (s *Server) putConfig(req *Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg, changed, err := s.deps.Core.PatchConfig(raw)
+	cfg, _, err := s.deps.Core.PatchConfig(raw, s.auditEntry(req, nil))
 	if err != nil {
 		return nil, err
 	}
-	// The config holds no secret, so the audit entry may name the new values.
-	req.Detail("changed", strings.Join(changed, ","))
-	var doc map[string]any
-	raw, _ = json.Marshal(cfg)
-	json.Unmarshal(raw, &doc)
-	for _, f := range changed {
-		req.Detail(f, fmt.Sprint(lookup(doc, f)))
-	}
+	req.Audited()
 	return cfg, nil
 }
 
@@ -73,17 +63,4 @@ func intParam(req *Request, name string, def, min, max int) (int, error) {
 		return 0, cell.Invalid("invalid_"+name, "%s must be a whole number from %d to %d", name, min, max)
 	}
 	return n, nil
-}
-
-// lookup finds a dotted path in a decoded JSON document.
-func lookup(doc map[string]any, path string) any {
-	var cur any = doc
-	for _, k := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil
-		}
-		cur = m[k]
-	}
-	return cur
 }

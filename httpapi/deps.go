@@ -35,7 +35,9 @@ type Accounts interface {
 // Core is the config, status and health history.
 type Core interface {
 	Config() (cell.Config, error)
-	PatchConfig(patch []byte) (cell.Config, []string, error)
+	// PatchConfig stores the change and its audit entry (given, details added) in
+	// one transaction.
+	PatchConfig(patch []byte, audit storage.Entry) (cell.Config, []string, error)
 	Status(ctx context.Context) cell.Status
 	HealthHistory(limit int) ([]storage.HealthRecord, error)
 }

@@ -32,7 +32,11 @@
 // Route.Action (default "METHOD path pattern"), Route.TargetType, req.TargetID and
 // req.Details (names and non-secret values only), and result "ok" or the error code;
 // refusals (401, 403, 409, 429, 400...) are audited the same way. The audit entry is
-// durable before the response is written.
+// durable before the response is written. A change that must never survive a crash
+// without its entry is stored with the entry in one transaction: the handler passes
+// s.auditEntry(req, nil) to the cell, which appends it in the change's transaction,
+// and calls req.Audited() so the middleware does not append a second (PUT /api/config
+// does this).
 //
 // Tests: routes_test.go walks Server.Routes() and fails for any route missing from
 // its table of expectations, so a new route needs an entry there.

@@ -79,7 +79,15 @@ type Request struct {
 	Details  map[string]string
 	// Actor overrides the audit actor (login names the user trying).
 	Actor string
+	// audited is set by a handler whose success was audited in the same transaction
+	// as the change itself.
+	audited bool
 }
+
+// Audited tells the middleware that the handler's change and its audit entry (built
+// with Server.auditEntry) were stored together, so it must not append another. Only
+// successes are audited that way; refusals are still the middleware's.
+func (r *Request) Audited() { r.audited = true }
 
 // Detail adds a non-secret detail to the audit entry.
 func (r *Request) Detail(k, v string) {
@@ -279,7 +287,7 @@ func (s *Server) serve(rt *Route) httprouter.Handle {
 		if err == nil {
 			v, err = rt.Handle(req)
 		}
-		if mutating(hr.Method) {
+		if mutating(hr.Method) && !(req.audited && err == nil) {
 			s.audit(req, err)
 		}
 		status := rt.Status
@@ -362,6 +370,14 @@ func (s *Server) authorize(req *Request) (any, error) {
 
 // audit writes the entry of a change or a refused attempt at one.
 func (s *Server) audit(req *Request, err error) {
+	e := s.auditEntry(req, err)
+	if _, aerr := s.deps.Audit.Record(e); aerr != nil {
+		s.log.Error("audit append failed", "action", e.Action, "err", aerr)
+	}
+}
+
+// auditEntry builds the audit entry of a request with the outcome err (nil: ok).
+func (s *Server) auditEntry(req *Request, err error) storage.Entry {
 	rt := req.route
 	e := storage.Entry{
 		Actor:      "anonymous",
@@ -384,7 +400,5 @@ func (s *Server) audit(req *Request, err error) {
 		_, code, _ := statusOf(err)
 		e.Result = code
 	}
-	if _, aerr := s.deps.Audit.Record(e); aerr != nil {
-		s.log.Error("audit append failed", "action", e.Action, "err", aerr)
-	}
+	return e
 }

@@ -40,6 +40,24 @@ func (s Settings) get(key []byte, dst any) (found bool, err error) {
 // Config decodes the stored config into dst; found is false when none is stored yet.
 func (s Settings) Config(dst any) (found bool, err error) { return s.get(keyConfig, dst) }
 
+// PutConfigAudited stores the config document and appends its audit entry in one
+// transaction: a crash keeps both or neither.
+func (s Settings) PutConfigAudited(cfg any, e Entry) (Entry, error) {
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		return Entry{}, fmt.Errorf("settings: config: %w", err)
+	}
+	var out Entry
+	err = s.db.bolt.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketSettings).Put(keyConfig, raw); err != nil {
+			return err
+		}
+		out, err = appendEntry(tx, e)
+		return err
+	})
+	return out, err
+}
+
 // PutConfig stores the config document.
 func (s Settings) PutConfig(cfg any) error {
 	raw, err := json.Marshal(cfg)
