@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -93,8 +94,14 @@ func Open(opts Options) (*WG, error) {
 		return nil, fmt.Errorf("wireguard: create %s device %s: %w", opts.Mode, opts.Name, err)
 	}
 	w.dev = device.NewDevice(td, conn.NewDefaultBind(), &device.Logger{
-		Verbosef: func(format string, args ...any) { w.log.Debug(fmt.Sprintf(format, args...)) },
-		Errorf:   func(format string, args ...any) { w.log.Warn(fmt.Sprintf(format, args...)) },
+		// wireguard-go is chatty per packet and per peer; format only what
+		// will be written.
+		Verbosef: func(format string, args ...any) {
+			if w.log.Enabled(context.Background(), slog.LevelDebug) {
+				w.log.Debug(fmt.Sprintf(format, args...))
+			}
+		},
+		Errorf: func(format string, args ...any) { w.log.Warn(fmt.Sprintf(format, args...)) },
 	})
 	// Up here, on the caller's thread, so that the sockets are opened in the
 	// caller's network namespace (the TUN up event later finds it up already).
