@@ -3,7 +3,6 @@ package cell
 import (
 	"crypto/ed25519"
 	"encoding/hex"
-	"time"
 
 	"github.com/pic-cell/cell/storage"
 )
@@ -41,7 +40,7 @@ func (c *Cell) Checkpoint() (storage.Checkpoint, error) {
 	if found && last.Size == n {
 		return last, nil
 	}
-	cp := storage.Checkpoint{Size: n, Head: head, Time: c.now().UTC().Format(time.RFC3339), PublicKey: hex.EncodeToString(c.AuditPublicKey())}
+	cp := storage.Checkpoint{Size: n, Head: head, Time: c.now().UTC().Format(storage.TimeFormat), PublicKey: hex.EncodeToString(c.AuditPublicKey())}
 	cp.Signature = hex.EncodeToString(ed25519.Sign(c.signer, cp.SignedMessage()))
 	if err := a.PutCheckpoint(cp); err != nil {
 		return cp, err

@@ -92,6 +92,10 @@ func New(o Options) (*Cell, error) {
 		return nil, err
 	}
 	c.signer = key
+	// A checkpoint from the start on: a log without one is reported as unverifiable.
+	if _, err := c.Checkpoint(); err != nil {
+		return nil, fmt.Errorf("cell: audit checkpoint: %w", err)
+	}
 	c.RegisterPart("api", func(context.Context) storage.PartStatus { return storage.PartStatus{State: StateOK} })
 	c.RegisterPart("storage", c.checkStorage)
 	c.RegisterPart("audit", c.checkAudit)

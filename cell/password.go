@@ -41,7 +41,7 @@ func newHasher(memoryKiB uint32, rand io.Reader) *hasher {
 	if memoryKiB == 0 {
 		memoryKiB = argonMemory
 	}
-	n := runtime.NumCPU() / 2
+	n := runtime.GOMAXPROCS(0) / 2
 	if n < 1 {
 		n = 1
 	}

@@ -288,7 +288,11 @@ func (s *Server) serve(rt *Route) httprouter.Handle {
 			v, err = rt.Handle(req)
 		}
 		if mutating(hr.Method) && !(req.audited && err == nil) {
-			s.audit(req, err)
+			if aerr := s.audit(req, err); aerr != nil && err == nil {
+				// The change was made but cannot be accounted for: say so rather
+				// than answer as if all were well.
+				err = fmt.Errorf("the change was made but its audit entry could not be written: %w", aerr)
+			}
 		}
 		status := rt.Status
 		if status == 0 {
@@ -369,11 +373,13 @@ func (s *Server) authorize(req *Request) (any, error) {
 }
 
 // audit writes the entry of a change or a refused attempt at one.
-func (s *Server) audit(req *Request, err error) {
+func (s *Server) audit(req *Request, err error) error {
 	e := s.auditEntry(req, err)
 	if _, aerr := s.deps.Audit.Record(e); aerr != nil {
 		s.log.Error("audit append failed", "action", e.Action, "err", aerr)
+		return aerr
 	}
+	return nil
 }
 
 // auditEntry builds the audit entry of a request with the outcome err (nil: ok).

@@ -290,7 +290,10 @@ type Verification struct {
 	FirstBadSeq *uint64     `json:"first_bad_seq"`
 	Head        string      `json:"head"`
 	Checkpoint  *Checkpoint `json:"checkpoint"`
-	Reason      string      `json:"reason,omitempty"`
+	// CheckpointOK is false when there is no checkpoint or its signature is wrong;
+	// FirstBadSeq is then null, as no entry is at fault.
+	CheckpointOK bool   `json:"checkpoint_ok"`
+	Reason       string `json:"reason,omitempty"`
 }
 
 // Verifier checks a chain fed one entry at a time, in stored order. It is shared by
@@ -303,6 +306,7 @@ type Verifier struct {
 	reason  string
 	count   uint64
 	atCheck string // the head hash after cp.Size entries
+	cpBad   bool   // the checkpoint is missing or its signature is wrong
 }
 
 // NewVerifier starts a check at sequence 1 against the last checkpoint (nil: none).
@@ -313,6 +317,14 @@ func (v *Verifier) advance(sum [32]byte) {
 	v.head = sum
 	if v.cp != nil && v.next-1 == v.cp.Size {
 		v.atCheck = hex.EncodeToString(sum[:])
+	}
+}
+
+// failCheckpoint records a fault of the checkpoint itself, which names no entry.
+func (v *Verifier) failCheckpoint(why string) {
+	if v.bad == nil && v.reason == "" {
+		v.reason = why
+		v.cpBad = true
 	}
 }
 
@@ -405,15 +417,19 @@ func (v *Verifier) Result(trusted ed25519.PublicKey) Verification {
 	if v.bad == nil && cp != nil {
 		switch {
 		case trusted != nil && !cp.VerifySignature(trusted):
-			v.fail(0, "the checkpoint's signature does not verify with the trusted key")
+			v.failCheckpoint("the checkpoint's signature does not verify with the trusted key")
 		case v.count < cp.Size:
 			v.fail(v.count+1, fmt.Sprintf("the log has %d entries but the signed checkpoint says %d: entries were dropped", v.count, cp.Size))
 		case cp.Size > 0 && v.atCheck != cp.Head:
 			v.fail(cp.Size, "the entry at the checkpoint does not have the signed head hash")
 		}
 	}
+	if v.bad == nil && cp == nil && v.count > 0 && trusted != nil {
+		v.failCheckpoint("there is no signed checkpoint, so dropped newest entries could not be noticed")
+	}
 	res.FirstBadSeq, res.Reason = v.bad, v.reason
-	res.OK = v.bad == nil
+	res.OK = v.bad == nil && !v.cpBad
+	res.CheckpointOK = cp != nil && !v.cpBad
 	return res
 }
 

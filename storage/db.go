@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -38,6 +40,13 @@ type DB struct {
 	bolt  *bolt.DB
 	path  string
 	Vault *Vault
+
+	// The session cache spares every API request a read transaction and a JSON
+	// decode. Any deletion of sessions bumps sessGen before its transaction and again
+	// once it has committed; a cached session is used only while its generation is
+	// current, so an ended session is never served from the cache.
+	sessCache sync.Map // hex key -> cachedSession
+	sessGen   atomic.Uint64
 }
 
 // Open opens (creating if needed) DIR/cell.db and the vault identity beside it, and

@@ -43,6 +43,7 @@ func (s Sessions) Create(id string, sess Session, replacing string) error {
 	return s.db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSessions)
 		if replacing != "" {
+			s.db.invalidateSessions(tx)
 			if err := b.Delete([]byte(SessionKey(replacing))); err != nil {
 				return err
 			}
@@ -51,10 +52,32 @@ func (s Sessions) Create(id string, sess Session, replacing string) error {
 	})
 }
 
+type cachedSession struct {
+	gen  uint64
+	sess Session
+}
+
+// invalidate drops every cached session now and again when tx commits.
+func (db *DB) invalidateSessions(tx *bolt.Tx) {
+	db.sessGen.Add(1)
+	tx.OnCommit(func() {
+		db.sessGen.Add(1)
+		db.sessCache.Clear() // what is cached is stale now; keep the map small
+	})
+}
+
 // Get returns the session for id if it exists and has not expired at now.
 func (s Sessions) Get(id string, now time.Time) (Session, error) {
 	var sess Session
 	key := SessionKey(id)
+	gen := s.db.sessGen.Load()
+	if c, ok := s.db.sessCache.Load(key); ok && c.(cachedSession).gen == gen {
+		sess = c.(cachedSession).sess
+		if !now.Before(sess.ExpiresAt) {
+			return Session{}, fmt.Errorf("session expired: %w", ErrNotFound)
+		}
+		return sess, nil
+	}
 	err := s.db.bolt.View(func(tx *bolt.Tx) error {
 		raw := tx.Bucket(bucketSessions).Get([]byte(key))
 		if raw == nil {
@@ -69,12 +92,14 @@ func (s Sessions) Get(id string, now time.Time) (Session, error) {
 		return Session{}, fmt.Errorf("session expired: %w", ErrNotFound)
 	}
 	sess.Key = key
+	s.db.sessCache.Store(key, cachedSession{gen: gen, sess: sess})
 	return sess, nil
 }
 
 // Delete ends the session for id.
 func (s Sessions) Delete(id string) error {
 	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		s.db.invalidateSessions(tx)
 		return tx.Bucket(bucketSessions).Delete([]byte(SessionKey(id)))
 	})
 }
@@ -93,13 +118,17 @@ func (s Sessions) PruneExpired(now time.Time) (int, error) {
 			return nil
 		})
 		n = len(dead)
+		if n > 0 {
+			s.db.invalidateSessions(tx)
+		}
 		return deleteKeys(b, dead)
 	})
 	return n, err
 }
 
 // deleteSessionsOf ends every session of a user but the one stored under keep.
-func deleteSessionsOf(tx *bolt.Tx, username, keep string) error {
+func (db *DB) deleteSessionsOf(tx *bolt.Tx, username, keep string) error {
+	db.invalidateSessions(tx)
 	b := tx.Bucket(bucketSessions)
 	var dead [][]byte
 	b.ForEach(func(k, v []byte) error {

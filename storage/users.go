@@ -64,7 +64,7 @@ func (s Users) DeleteTx(tx *bolt.Tx, name string) error {
 	if err := tx.Bucket(bucketUsers).Delete([]byte(name)); err != nil {
 		return err
 	}
-	return deleteSessionsOf(tx, name, "")
+	return s.db.deleteSessionsOf(tx, name, "")
 }
 
 func putUser(tx *bolt.Tx, u User, mustBeNew bool) error {
@@ -92,7 +92,7 @@ func (s Users) SetPassword(name, hash string, now time.Time, keep string) error 
 		if err := putUser(tx, u, false); err != nil {
 			return err
 		}
-		return deleteSessionsOf(tx, name, keep)
+		return s.db.deleteSessionsOf(tx, name, keep)
 	})
 }
 

@@ -138,6 +138,7 @@ func run(args []string) error {
 		return err
 	case <-ctx.Done():
 	}
+	stop() // a second SIGTERM or Ctrl-C now ends the process at once
 	slog.Info("shutting down: letting requests finish")
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
