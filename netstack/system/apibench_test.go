@@ -71,11 +71,7 @@ func BenchmarkAPIPeerAdd(b *testing.B) {
 		ns := nstest.NewNS(b, fmt.Sprintf("apibench%d", n))
 		data := b.TempDir()
 		seedCell(b, data, n)
-		// Each daemon gets a private /var/run/wireguard (a mount namespace
-		// with a tmpfs there): the UAPI socket path is fixed and shared.
-		startDaemon(b, "ip", "netns", "exec", ns.Name, "unshare", "-m", "--propagation", "private", "sh", "-c",
-			`mkdir -p /var/run/wireguard && mount -t tmpfs none /var/run/wireguard && exec "$0" "$@"`,
-			bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "warn")
+		startDaemon(b, privateRun(ns, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "warn")...)
 		a := newAPI(b, "http://127.0.0.1:3000", func(ctx context.Context, network, addr string) (net.Conn, error) {
 			return ns.Dial(addr, 5*time.Second)
 		})

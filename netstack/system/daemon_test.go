@@ -100,6 +100,26 @@ func (d *daemon) stop() {
 	}
 }
 
+// privateRun is the command line that runs bin inside ns with a private
+// /var/run/wireguard (its own mount namespace and a tmpfs there), so the
+// daemon's UAPI socket, whose path is fixed, never lands on the host.
+func privateRun(ns *nstest.NS, bin string, args ...string) []string {
+	return append([]string{"ip", "netns", "exec", ns.Name, "unshare", "-m", "--propagation", "private", "sh", "-c",
+		`mkdir -p /var/run/wireguard && mount -t tmpfs none /var/run/wireguard && exec "$0" "$@"`, bin}, args...)
+}
+
+// wg runs the wg tool in the daemon's namespaces (network and mount, where
+// its UAPI socket is).
+func (d *daemon) wg(args ...string) string {
+	d.t.Helper()
+	pid := fmt.Sprint(d.cmd.Process.Pid)
+	out, err := exec.Command("nsenter", append([]string{"-t", pid, "-m", "-n", "wg"}, args...)...).CombinedOutput()
+	if err != nil {
+		d.t.Fatalf("wg %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 // kill9 kills the daemon as a power cut would.
 func (d *daemon) kill9() {
 	d.cmd.Process.Kill()
@@ -222,8 +242,7 @@ func TestDaemonTunMode(t *testing.T) {
 	top := nstest.NewTopology(t)
 	bin := daemonBinary(t)
 	data := t.TempDir()
-	args := []string{"ip", "netns", "exec", top.Cell.Name, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "debug"}
-	d := startDaemon(t, args...)
+	d := startDaemon(t, privateRun(top.Cell, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "debug")...)
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return top.Cell.Dial(addr, 5*time.Second)
 	}
@@ -270,7 +289,7 @@ func TestDaemonTunMode(t *testing.T) {
 		t.Errorf("the server saw client-a as %q (%v), want the cell's WAN address", got, err)
 	}
 	// wg show works against the daemon's UAPI socket.
-	show := top.Cell.Exec(t, "wg", "show", "wg0")
+	show := d.wg("show", "wg0")
 	for _, want := range []string{"listening port: 51820", "allowed ips: 10.77.0.2/32, fd77::2/128", "allowed ips: 10.77.0.3/32, fd77::3/128"} {
 		if !strings.Contains(show, want) {
 			t.Errorf("wg show lacks %q:\n%s", want, show)
@@ -297,9 +316,9 @@ func TestDaemonTunMode(t *testing.T) {
 	// kill -9 and restart: the kernel state is rebuilt to exactly what the
 	// database says.
 	rulesBefore := normalizeRuleset(top.Cell.Exec(t, "nft", "list", "ruleset"))
-	wgBefore := wgConfig(top.Cell.Exec(t, "wg", "showconf", "wg0"))
+	wgBefore := wgConfig(d.wg("showconf", "wg0"))
 	d.kill9()
-	if _, err := top.Cell.Try("wg", "show", "wg0"); err == nil {
+	if _, err := top.Cell.Try("ip", "link", "show", "wg0"); err == nil {
 		t.Error("wg0 outlived the daemon")
 	}
 	d.start()
@@ -307,7 +326,7 @@ func TestDaemonTunMode(t *testing.T) {
 	if got := normalizeRuleset(top.Cell.Exec(t, "nft", "list", "ruleset")); got != rulesBefore {
 		t.Errorf("ruleset after restart differs:\n%s\nbefore:\n%s", got, rulesBefore)
 	}
-	if got := wgConfig(top.Cell.Exec(t, "wg", "showconf", "wg0")); got != wgBefore {
+	if got := wgConfig(d.wg("showconf", "wg0")); got != wgBefore {
 		t.Errorf("wg config after restart differs:\n%s\nbefore:\n%s", got, wgBefore)
 	}
 	if !top.A.WaitPing("10.77.0.1", 25*time.Second) {
@@ -336,7 +355,7 @@ func TestDaemonTunMode(t *testing.T) {
 		}
 	}
 	t.Logf("delete cut client-b off after %v", time.Since(start))
-	if show := top.Cell.Exec(t, "wg", "show", "wg0", "allowed-ips"); strings.Contains(show, "10.77.0.3") {
+	if show := d.wg("show", "wg0", "allowed-ips"); strings.Contains(show, "10.77.0.3") {
 		t.Errorf("deleted peer still on the device:\n%s", show)
 	}
 	if rules := top.Cell.Exec(t, "nft", "list", "ruleset"); strings.Contains(rules, "10.77.0.3") {
