@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -298,8 +299,13 @@ func TestSetCyclesRandomly(t *testing.T) {
 }
 
 func TestCloseIdempotent(t *testing.T) {
+	before := runtime.NumGoroutine()
 	d, err := Open(Options{Mode: ModeNetstack, Addresses: []netip.Addr{netip.MustParseAddr("10.77.0.1")}, Logger: quietLogger()})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Set(Config{PrivateKey: mustKey(t), Peers: []Peer{{PublicKey: mustKey(t).PublicKey(),
+		AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.77.0.2/32")}}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Close(); err != nil {
@@ -310,6 +316,15 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	if err := d.Set(Config{PrivateKey: mustKey(t)}); err != ErrClosed {
 		t.Errorf("Set after Close = %v, want ErrClosed", err)
+	}
+	// Close ends every goroutine the device started.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
