@@ -203,19 +203,11 @@ func (c *Cell) reconcileLocked(force bool) error {
 	if !force && c.net.dev != nil && slices.Equal(raw, c.net.applied) {
 		return nil
 	}
-	sn, err := subnetsOf(cfg)
+	sn, peers, fwds, err := c.stored(cfg)
 	if err != nil {
 		return err
 	}
 	key, err := c.cellKey()
-	if err != nil {
-		return err
-	}
-	peers, err := c.db.Peers().List()
-	if err != nil {
-		return err
-	}
-	fwds, err := c.db.Forwards().List()
 	if err != nil {
 		return err
 	}
@@ -384,19 +376,26 @@ func (c *Cell) applyFirewallLocked() error {
 	if err != nil {
 		return err
 	}
-	sn, err := subnetsOf(cfg)
-	if err != nil {
-		return err
-	}
-	peers, err := c.db.Peers().List()
-	if err != nil {
-		return err
-	}
-	fwds, err := c.db.Forwards().List()
+	sn, peers, fwds, err := c.stored(cfg)
 	if err != nil {
 		return err
 	}
 	return n.Firewall.Set(c.rulesetLocked(sn, peers, fwds))
+}
+
+// stored reads what the kernel state is built from: the subnets of cfg,
+// every peer and every forward.
+func (c *Cell) stored(cfg Config) (subnets, []storage.Peer, []storage.Forward, error) {
+	sn, err := subnetsOf(cfg)
+	if err != nil {
+		return sn, nil, nil, err
+	}
+	peers, err := c.db.Peers().List()
+	if err != nil {
+		return sn, nil, nil, err
+	}
+	fwds, err := c.db.Forwards().List()
+	return sn, peers, fwds, err
 }
 
 func parseKey(s string) (wireguard.Key, error) {

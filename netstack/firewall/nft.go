@@ -83,24 +83,13 @@ func bigBuffers(c *netlink.Conn) error {
 }
 
 // Set implements Firewall.
-func (n *NFT) Set(rs Ruleset) error {
-	if err := rs.validate(); err != nil {
-		return err
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed {
-		return ErrClosed
-	}
-	if n.applied != nil && sameStructure(*n.applied, rs) {
-		return n.setPeersLocked(rs)
-	}
-	return n.rebuildLocked(rs)
-}
+func (n *NFT) Set(rs Ruleset) error { return n.set(rs, false) }
 
-// Rebuild replaces the table whatever the kernel has: what the cell does at
-// start, when it cannot know what a previous run left behind.
-func (n *NFT) Rebuild(rs Ruleset) error {
+// Rebuild replaces the table whatever the kernel has, even when Set would
+// only send set elements.
+func (n *NFT) Rebuild(rs Ruleset) error { return n.set(rs, true) }
+
+func (n *NFT) set(rs Ruleset, rebuild bool) error {
 	if err := rs.validate(); err != nil {
 		return err
 	}
@@ -108,6 +97,9 @@ func (n *NFT) Rebuild(rs Ruleset) error {
 	defer n.mu.Unlock()
 	if n.closed {
 		return ErrClosed
+	}
+	if !rebuild && n.applied != nil && sameStructure(*n.applied, rs) {
+		return n.setPeersLocked(rs)
 	}
 	return n.rebuildLocked(rs)
 }

@@ -1,6 +1,7 @@
 // Package nstest builds throwaway network namespaces for system tests: the
 // cell's "internet" (198.18.0.0/15), a cell and WireGuard clients, joined by
-// veth pairs. It is imported by tests only.
+// veth pairs. It is imported by tests only (imports_test.go holds that), so it
+// may run ip, nft and ping, which production code never does.
 //
 // Every namespace has a unique name and is deleted when the test ends;
 // nothing here touches the host's own interfaces, routes or firewall. Code
@@ -57,7 +58,7 @@ func NewNS(t testing.TB, role string) *NS {
 	counter++
 	name := fmt.Sprintf("pic%s%d-%s", uniq, counter, role)
 	Cmd(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	t.Cleanup(func() { run("ip", "netns", "del", name) })
 	h, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatalf("open netns %s: %v", name, err)
@@ -98,18 +99,24 @@ func (ns *NS) Exec(t testing.TB, args ...string) string {
 
 // Try runs a command inside the namespace and returns its output and error.
 func (ns *NS) Try(args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...).CombinedOutput()
-	return string(out), err
+	return run(append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
 }
 
 // Cmd runs a command; a failure ends the test.
 func Cmd(t testing.TB, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	out, err := run(args...)
 	if err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return string(out)
+	return out
+}
+
+// run is the one place the harness starts a tool (ip, nft, ping, sysctl
+// readers): tests build and check kernel state with the real CLIs.
+func run(args ...string) (string, error) {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	return string(out), err
 }
 
 // Veth joins a (interface aIf, address aAddr) and b (bIf, bAddr) with a veth
