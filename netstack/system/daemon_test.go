@@ -305,6 +305,13 @@ func TestDaemonTunMode(t *testing.T) {
 		t.Error("client-a cannot reach client-b after allowing it")
 	}
 
+	// A port forward from the WAN reaches a service on client-a.
+	serveOn(t, top.A, "10.77.0.2:8081", "hello from client-a")
+	a.must(201, "POST", "/api/routing/forwards", map[string]any{"proto": "tcp", "port": 8080, "peer": "client-a", "to_port": 8081}, nil)
+	if got, err := top.WAN.Get(nstest.CellWAN+":8080", "/", 5*time.Second); err != nil || got != "hello from client-a" {
+		t.Errorf("GET the cell's WAN port 8080 from the internet = %q, %v; want client-a's service", got, err)
+	}
+
 	// The QR decodes, with a real decoder, to the config byte for byte.
 	png := a.must(200, "GET", "/api/peers/client-a/qr", nil, nil)
 	f := filepath.Join(t.TempDir(), "a.png")
@@ -484,4 +491,15 @@ func netstackPing(dev *wireguard.WG, from, to netip.Addr) error {
 	}
 	_, err = pc.Read(make([]byte, 1500))
 	return err
+}
+
+// serveOn answers every HTTP request to addr inside ns with body.
+func serveOn(t testing.TB, ns *nstest.NS, addr, body string) {
+	var l net.Listener
+	if err := ns.Run(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
 }
