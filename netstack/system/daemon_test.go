@@ -333,8 +333,29 @@ func TestDaemonTunMode(t *testing.T) {
 	if got := normalizeRuleset(top.Cell.Exec(t, "nft", "list", "ruleset")); got != rulesBefore {
 		t.Errorf("ruleset after restart differs:\n%s\nbefore:\n%s", got, rulesBefore)
 	}
-	if got := wgConfig(d.wg("showconf", "wg0")); got != wgBefore {
-		t.Errorf("wg config after restart differs:\n%s\nbefore:\n%s", got, wgBefore)
+	wgAfter := wgConfig(d.wg("showconf", "wg0"))
+	if wgAfter != wgBefore {
+		t.Errorf("wg config after restart differs:\n%s\nbefore:\n%s", wgAfter, wgBefore)
+	}
+	// And both are what the database says: every enabled peer, with its
+	// key and addresses, and nothing else.
+	var list struct {
+		Peers []struct {
+			PublicKey  string `json:"public_key"`
+			IPv4, IPv6 string
+			Enabled    bool
+		}
+	}
+	a.must(200, "GET", "/api/peers", nil, &list)
+	for _, p := range list.Peers {
+		block := fmt.Sprintf("PublicKey = %s\nPresharedKey = ", p.PublicKey)
+		allowed := fmt.Sprintf("AllowedIPs = %s/32, %s/128", p.IPv4, p.IPv6)
+		if p.Enabled != (strings.Contains(wgAfter, block) && strings.Contains(wgAfter, allowed)) {
+			t.Errorf("peer %s (enabled %v) on the device: %v\n%s", p.IPv4, p.Enabled, !p.Enabled, wgAfter)
+		}
+	}
+	if got, want := strings.Count(wgAfter, "[Peer]"), len(list.Peers); got != want {
+		t.Errorf("device has %d peers, the database %d", got, want)
 	}
 	if !top.A.WaitPing("10.77.0.1", 25*time.Second) {
 		t.Fatal("client-a did not come back after the restart")
