@@ -26,35 +26,16 @@ func firmware(ctx context.Context, c *cell.Cell, log *slog.Logger) httpapi.Firmw
 		log.Error("firmware unavailable: updates disabled", "err", err)
 		return nil
 	}
-	go auditUpdateOutcomes(ctx, c, dev.Updater, log)
-	return dev
-}
-
-// auditUpdateOutcomes writes each finished update to the audit log once. It
-// keeps looking: a trial's commit happens after this daemon is already up
-// (its health is what the commit waits for).
-func auditUpdateOutcomes(ctx context.Context, c *cell.Cell, u *update.Updater, log *slog.Logger) {
-	for {
-		st, ok, err := u.Outcome()
-		if err != nil {
-			log.Error("reading the update state", "err", err)
-		} else if ok {
-			_, err := c.Record(storage.Entry{
-				Actor: "firmware", Action: "system.update.outcome", TargetType: "firmware",
-				TargetID: st.Version, Result: string(st.Phase),
-				Details: map[string]string{"from_version": st.FromVersion, "slot": update.SlotName(st.Slot), "message": st.Message},
-			})
-			if err == nil {
-				err = u.MarkReported()
-			}
-			if err != nil {
-				log.Error("auditing the update outcome", "err", err)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(10 * time.Second):
-		}
+	// Each finished update (committed, rolled back, failed) is written to the
+	// audit log once, with the firmware's reason.
+	dev.Report = func(st update.State) error {
+		_, err := c.Record(storage.Entry{
+			Actor: "firmware", Action: "system.update.outcome", TargetType: "firmware",
+			TargetID: st.Version, Result: string(st.Phase),
+			Details: map[string]string{"from_version": st.FromVersion, "slot": update.SlotName(st.Slot), "message": st.Message},
+		})
+		return err
 	}
+	go dev.WatchOutcomes(ctx, 5*time.Second)
+	return dev
 }

@@ -224,14 +224,18 @@ func (c *CLI) updatePush(args []string) error {
 	if err != nil {
 		return err
 	}
+	var accepted struct{ Version string }
+	if resp.StatusCode/100 == 2 {
+		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&accepted)
+	}
 	if err := apiError(resp); err != nil {
 		return fmt.Errorf("the cell refused the bundle: %w", err)
 	}
-	fmt.Fprintf(c.Stdout, "accepted; the cell reboots into the new root on trial (was version %s)\n", before.Running)
+	fmt.Fprintf(c.Stdout, "accepted version %s; the cell reboots into it on trial (it ran %s)\n", accepted.Version, before.Running)
 	if *wait == 0 {
 		return nil
 	}
-	return c.waitOutcome(cc, *user, password, before.Running, *wait)
+	return c.waitOutcome(cc, *user, password, accepted.Version, *wait)
 }
 
 // systemUpdate is GET /api/system/update.
@@ -245,9 +249,10 @@ type systemUpdate struct {
 	} `json:"update"`
 }
 
-// waitOutcome polls until the cell reports a finished update. The cell goes away
-// while it reboots (once or twice), so errors are expected for a while.
-func (c *CLI) waitOutcome(cc *cellClient, user, password, before string, wait time.Duration) error {
+// waitOutcome polls until the cell reports the outcome of installing version.
+// The cell goes away while it reboots (once or twice), so errors are expected
+// for a while.
+func (c *CLI) waitOutcome(cc *cellClient, user, password, version string, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	cc.hc.Timeout = 5 * time.Second
 	var lastErr error
@@ -260,6 +265,9 @@ func (c *CLI) waitOutcome(cc *cellClient, user, password, before string, wait ti
 		}
 		if err != nil {
 			lastErr = err
+			continue
+		}
+		if st.Update.Version != version {
 			continue
 		}
 		switch st.Update.Phase {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pic-cell/cell/firmware/bundle"
@@ -27,6 +28,12 @@ type Device struct {
 	// RebootDelay lets the HTTP answer reach the client first (default 2s).
 	RebootDelay time.Duration
 	Log         *slog.Logger
+	// Report writes a finished update's outcome to the audit log. Install
+	// calls it before a new update overwrites the state, and WatchOutcomes
+	// calls it as outcomes appear, so that each outcome is reported once.
+	Report func(State) error
+
+	reportMu sync.Mutex
 }
 
 // ErrNotDevice is returned by OpenDevice where there is no firmware (a
@@ -110,6 +117,39 @@ func uptime() int64 {
 // Status is GET /api/system/update.
 func (d *Device) Status() (Status, error) { return d.Updater.Status() }
 
+// ReportOutcome passes an unreported outcome to Report, once.
+func (d *Device) ReportOutcome() error {
+	if d.Report == nil {
+		return nil
+	}
+	d.reportMu.Lock()
+	defer d.reportMu.Unlock()
+	st, ok, err := d.Updater.Outcome()
+	if err != nil || !ok {
+		return err
+	}
+	if err := d.Report(st); err != nil {
+		return err
+	}
+	return d.Updater.MarkReported()
+}
+
+// WatchOutcomes reports outcomes until ctx ends. It keeps looking because a
+// trial's commit happens after the daemon is up: its health is what the
+// commit waits for.
+func (d *Device) WatchOutcomes(ctx context.Context, every time.Duration) {
+	for {
+		if err := d.ReportOutcome(); err != nil && d.Log != nil {
+			d.Log.Error("reporting the update outcome", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(every):
+		}
+	}
+}
+
 // Install spools body (at most max bytes) to /perm, applies it and, when it was
 // accepted, reboots the device after RebootDelay. The spool file is removed in
 // every case.
@@ -131,6 +171,11 @@ func (d *Device) Install(ctx context.Context, body io.Reader, max int64) (*bundl
 	}
 	if n > max {
 		return nil, fmt.Errorf("%w: bundle larger than %d bytes", bundle.ErrFormat, max)
+	}
+	// The previous outcome goes to the audit log before this update's state
+	// replaces it.
+	if err := d.ReportOutcome(); err != nil {
+		return nil, err
 	}
 	m, err := d.Updater.Apply(ctx, f.Name())
 	if err != nil {

@@ -429,3 +429,42 @@ func TestInterruptedWriteIsReported(t *testing.T) {
 		t.Errorf("phase %q, want failed", st.Phase)
 	}
 }
+
+func TestDeviceInstallReportsPreviousOutcomeThenReboots(t *testing.T) {
+	e := newEnv(t)
+	e.state.Save(State{Phase: PhaseCommitted, Version: "1.0.0", Slot: SlotA, Message: "healthy"})
+	var reported []State
+	rebooted := make(chan struct{}, 1)
+	d := &Device{Updater: e.u, SpoolDir: t.TempDir(), RebootDelay: time.Millisecond,
+		Reboot: func() error { rebooted <- struct{}{}; return nil },
+		Report: func(s State) error { reported = append(reported, s); return nil }}
+	path, _ := e.makeBundle(bundle.Manifest{Version: "1.1.0", Target: "amd64"}, 5000)
+	f, _ := os.Open(path)
+	defer f.Close()
+	if _, err := d.Install(context.Background(), f, d.MaxBundle()); err != nil {
+		t.Fatal(err)
+	}
+	if len(reported) != 1 || reported[0].Phase != PhaseCommitted || reported[0].Version != "1.0.0" {
+		t.Errorf("reported %+v, want the earlier commit once", reported)
+	}
+	select {
+	case <-rebooted:
+	case <-time.After(5 * time.Second):
+		t.Error("no reboot after an accepted bundle")
+	}
+	if entries, _ := os.ReadDir(d.SpoolDir); len(entries) != 0 {
+		t.Errorf("spool not cleaned up: %v", entries)
+	}
+	// A refused bundle: no reboot.
+	old, _ := e.makeBundle(bundle.Manifest{Version: "0.5.0", Target: "amd64"}, 5000)
+	f3, _ := os.Open(old)
+	defer f3.Close()
+	if _, err := d.Install(context.Background(), f3, d.MaxBundle()); !errors.Is(err, bundle.ErrVersion) {
+		t.Fatalf("older bundle: %v, want ErrVersion", err)
+	}
+	select {
+	case <-rebooted:
+		t.Error("rebooted after a refused bundle")
+	case <-time.After(50 * time.Millisecond):
+	}
+}
