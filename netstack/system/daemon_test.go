@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,19 +32,29 @@ import (
 
 var (
 	buildOnce sync.Once
+	binDir    string
 	binPath   string
 	buildErr  error
 )
 
+// TestMain removes the daemon binary the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
 func daemonBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cell-bin-")
-		if err != nil {
-			buildErr = err
+		binDir, buildErr = os.MkdirTemp("", "cell-bin-")
+		if buildErr != nil {
 			return
 		}
-		binPath = filepath.Join(dir, "cell")
+		os.Chmod(binDir, 0o755) // the netstack test runs it as nobody
+		binPath = filepath.Join(binDir, "cell")
 		out, err := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", binPath, "github.com/pic-cell/cell/cmd/cell").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
@@ -429,7 +440,18 @@ func normalizeRuleset(s string) string {
 func TestDaemonNetstackMode(t *testing.T) {
 	bin := daemonBinary(t)
 	apiPort, wgPortN := freePort(t, "tcp"), freePort(t, "udp")
-	startDaemon(t, bin, "-data", t.TempDir(), "-listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "-wg-mode", "netstack")
+	data := t.TempDir()
+	args := []string{bin, "-data", filepath.Join(data, "var"), "-listen", fmt.Sprintf("127.0.0.1:%d", apiPort), "-wg-mode", "netstack"}
+	if os.Geteuid() == 0 {
+		// Prove the mode needs no privilege: run the daemon as nobody.
+		for _, dir := range []string{filepath.Dir(data), data} {
+			if err := os.Chmod(dir, 0o777); err != nil {
+				t.Fatal(err)
+			}
+		}
+		args = append([]string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)
+	}
+	startDaemon(t, args...)
 	var d net.Dialer
 	a := newAPI(t, fmt.Sprintf("http://127.0.0.1:%d", apiPort), d.DialContext)
 	a.setUp("127.0.0.1", wgPortN)
@@ -471,6 +493,12 @@ func TestDaemonNetstackMode(t *testing.T) {
 	a.must(200, "GET", "/api/wireguard/status", nil, &st)
 	if st.Mode != "netstack" || len(st.Peers) != 1 || st.Peers[0].LastHandshake == nil {
 		t.Errorf("status = %+v, want netstack with one handshaken peer", st)
+	}
+	if os.Geteuid() == 0 {
+		fi, err := os.Stat(filepath.Join(data, "var", "cell.db"))
+		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != 65534 {
+			t.Errorf("cell.db: %v, %v; want it written by nobody (uid 65534)", fi, err)
+		}
 	}
 }
 
