@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/vishvananda/netns"
@@ -49,14 +50,13 @@ var uniq = func() string {
 	return hex.EncodeToString(b)
 }()
 
-var counter int
+var counter atomic.Int32
 
 // NewNS creates an empty namespace with loopback up; it is deleted when t
 // ends.
 func NewNS(t testing.TB, role string) *NS {
 	t.Helper()
-	counter++
-	name := fmt.Sprintf("pic%s%d-%s", uniq, counter, role)
+	name := fmt.Sprintf("pic%s%d-%s", uniq, counter.Add(1), role)
 	Cmd(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { run("ip", "netns", "del", name) })
 	h, err := netns.GetFromName(name)
