@@ -124,9 +124,6 @@ func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
 			return out, Invalid("invalid_public_key", "public_key must be a WireGuard public key: 44 characters of base64")
 		}
 		p.PublicKey = k.String()
-		if err := c.publicKeyFree(p.PublicKey); err != nil {
-			return out, err
-		}
 	} else {
 		priv := newKey(c.randomBytes(32))
 		p.PublicKey, p.KeyGenerated = priv.PublicKey().String(), true
@@ -144,6 +141,11 @@ func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
 
 	c.net.mu.Lock()
 	defer c.net.mu.Unlock()
+	if !p.KeyGenerated { // a generated key is new; a brought one may not be
+		if err := c.publicKeyFree(p.PublicKey); err != nil {
+			return out, err
+		}
+	}
 	err = c.db.Peers().Create(&p, sn.v4.Masked(), sn.v6.Masked(), secrets, login)
 	switch {
 	case errors.Is(err, storage.ErrSubnetFull):
@@ -161,7 +163,8 @@ func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
 	return CreatedPeer{Peer: c.viewOf(p, nil), Username: in.Name, OneTimePassword: password}, nil
 }
 
-// publicKeyFree refuses a public key another peer (or the cell) has.
+// publicKeyFree refuses a public key another peer (or the cell) has. It
+// runs under c.net.mu so that two creates cannot both take one key.
 func (c *Cell) publicKeyFree(pub string) error {
 	if k, err := c.cellKey(); err == nil && k.PublicKey().String() == pub {
 		return Errorf(ErrConflict, "public_key_taken", "that public key is the cell's own")
