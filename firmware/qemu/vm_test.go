@@ -235,6 +235,17 @@ func TestBootAnswersHealth(t *testing.T) {
 	if info.Version != "1.0.0" || info.RootSlot != "A" || info.PermanentSlot != "A" || info.Target != "amd64" {
 		t.Errorf("info %+v, want version 1.0.0 on root A", info)
 	}
+	// gokrazy's own web interface (which can update and reboot the device)
+	// listens only on its Unix socket, never on the LAN.
+	serial := v.serial.String()
+	if !strings.Contains(serial, "now listening on /run/gokrazy-http.sock") {
+		t.Error("gokrazy's Unix socket listener not seen on the console")
+	}
+	for _, line := range strings.Split(serial, "\n") {
+		if strings.Contains(line, "now listening on") && !strings.Contains(line, "/run/gokrazy-http.sock") {
+			t.Errorf("gokrazy listens beyond its Unix socket: %s", line)
+		}
+	}
 }
 
 // TestUpdateCommitRefuseRollback runs one device through a good update (it comes
