@@ -41,11 +41,14 @@ func BenchmarkBootToHealth(b *testing.B) {
 	for i := 0; i < b.N*rounds; i++ {
 		// -snapshot: every boot is a first boot.
 		v := bootVM(b, minImg, true)
-		minTotal += v.waitHealth(3 * time.Minute)
+		anchor := v.waitHealth(3 * time.Minute)
 		v.vm.Kill()
 		v = bootVM(b, cellImg, true)
-		cellTotal += v.waitHealth(3 * time.Minute)
+		cell := v.waitHealth(3 * time.Minute)
 		v.vm.Kill()
+		b.Logf("round %d: anchor %s, cell %s", i, anchor.Round(100*time.Millisecond), cell.Round(100*time.Millisecond))
+		minTotal += anchor
+		cellTotal += cell
 	}
 	b.ReportMetric(minTotal.Seconds()/float64(b.N*rounds), "anchor-s")
 	b.ReportMetric(cellTotal.Seconds()/float64(b.N*rounds), "cell-s")

@@ -273,7 +273,12 @@ func TestUpdateCommitRefuseRollback(t *testing.T) {
 		t.Fatalf("after the update: %+v, want 1.1.0 on slot 3, permanent", st)
 	}
 
-	// Refusals: nothing about the device changes.
+	// Refusals: nothing about the device changes: not the state, not the boot
+	// partition, not the inactive root (A, the way back), byte for byte as the
+	// host sees the disk image.
+	layout := image.LayoutFor(f.config("1.0.0", time.Minute))
+	bootBefore := readRegion(t, img, layout.Start[image.PartBoot], layout.Size[image.PartBoot])
+	rootABefore := readRegion(t, img, layout.Start[image.PartRootA], layout.Size[image.PartRootA])
 	flipped := filepath.Join(f.dir, "flipped.bundle")
 	b, _ := os.ReadFile(good)
 	b[len(b)-4096] ^= 0x01 // inside the root's bytes
@@ -288,6 +293,12 @@ func TestUpdateCommitRefuseRollback(t *testing.T) {
 	after := v.waitUpdate(10*time.Second, "status", func(update.Status) bool { return true })
 	if after.State != st.State || after.Permanent != update.SlotB {
 		t.Errorf("a refused bundle changed the state: %+v, was %+v", after, st)
+	}
+	if !bytes.Equal(readRegion(t, img, layout.Start[image.PartBoot], layout.Size[image.PartBoot]), bootBefore) {
+		t.Error("a refused bundle changed the boot partition")
+	}
+	if !bytes.Equal(readRegion(t, img, layout.Start[image.PartRootA], layout.Size[image.PartRootA]), rootABefore) {
+		t.Error("a refused bundle wrote to the inactive root")
 	}
 
 	// A bundle whose daemon never becomes healthy.
@@ -343,6 +354,22 @@ func TestPowerCutWhileWriting(t *testing.T) {
 	if st.State.Phase != update.PhaseFailed || !strings.Contains(st.State.Message, "interrupted") {
 		t.Errorf("state %+v, want failed: interrupted", st.State)
 	}
+}
+
+// readRegion reads part of a disk image as the host sees it (QEMU writes the
+// guest's writes through to the file; only flushes are skipped).
+func readRegion(t testing.TB, img string, off, n int64) []byte {
+	t.Helper()
+	f, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // waitUpdateFast polls every 50ms for a phase (a window of a few seconds).
