@@ -179,6 +179,25 @@ func TestTunnelNATPolicyAndCutoff(t *testing.T) {
 	c.rs.Peers[0].Internet = true
 	c.apply()
 
+	// The LAN: a home network behind the cell's uplink (192.168.50.0/24 on
+	// the same wire), reachable per the lan policy while the internet stays.
+	top.WAN.Exec(t, "ip", "addr", "add", "192.168.50.1/24", "dev", "to-cell")
+	top.Cell.Exec(t, "ip", "addr", "add", "192.168.50.2/24", "dev", nstest.CellWANIf)
+	serveOn(t, top.WAN, "192.168.50.1:80", "lan printer")
+	c.rs.LAN = []netip.Prefix{netip.MustParsePrefix("192.168.50.0/24")}
+	c.apply()
+	if got, err := top.A.Get("192.168.50.1:80", "/", 3*time.Second); err != nil || got != "lan printer" {
+		t.Errorf("client-a to the LAN with lan allowed: %q, %v", got, err)
+	}
+	c.rs.Peers[0].LAN = false
+	c.apply()
+	if _, err := top.A.Get("192.168.50.1:80", "/", time.Second); err == nil {
+		t.Error("client-a reached the LAN with lan denied")
+	}
+	if got, err := top.A.Get(nstest.ServerAddr+":80", "/", 3*time.Second); err != nil || got != nstest.CellWAN {
+		t.Errorf("client-a lost the internet when only the LAN was denied: %q, %v", got, err)
+	}
+
 	// Disable: traffic stops within one second.
 	if !top.A.WaitPing("10.77.0.1", 3*time.Second) {
 		t.Fatal("client-a lost the cell before disabling")
