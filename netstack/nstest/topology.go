@@ -16,7 +16,7 @@ import (
 //
 //	client-a 198.18.1.2 ─┐
 //	                     wan (router; HTTP server at 198.18.0.1:80) ── cell 198.18.0.2 (wan0)
-//	client-b 198.18.2.2 ─┘
+//	client-b 198.18.2.2 ─┘                      and [2001:2::1]:80          2001:2::2
 //
 // All of 198.18.0.0/15 is "the internet". The server answers every request
 // with the caller's address as it sees it, so a test can tell NAT.
@@ -28,9 +28,13 @@ type Topology struct {
 const (
 	ServerAddr = "198.18.0.1"
 	CellWAN    = "198.18.0.2"
-	CellWANIf  = "wan0"
-	AAddr      = "198.18.1.2"
-	BAddr      = "198.18.2.2"
+	// The IPv6 internet between wan and cell: 2001:2::/48, the IPv6
+	// benchmarking range.
+	ServerAddr6 = "2001:2::1"
+	CellWAN6    = "2001:2::2"
+	CellWANIf   = "wan0"
+	AAddr       = "198.18.1.2"
+	BAddr       = "198.18.2.2"
 )
 
 // NewTopology builds the namespaces, links and the HTTP server.
@@ -42,6 +46,9 @@ func NewTopology(t testing.TB) *Topology {
 	Veth(t, top.WAN, "to-a", "198.18.1.1/24", top.A, "eth0", AAddr+"/24")
 	Veth(t, top.WAN, "to-b", "198.18.2.1/24", top.B, "eth0", BAddr+"/24")
 	top.Cell.Exec(t, "ip", "route", "add", "default", "via", ServerAddr)
+	top.WAN.Exec(t, "ip", "addr", "add", ServerAddr6+"/64", "dev", "to-cell", "nodad")
+	top.Cell.Exec(t, "ip", "addr", "add", CellWAN6+"/64", "dev", CellWANIf, "nodad")
+	top.Cell.Exec(t, "ip", "-6", "route", "add", "default", "via", ServerAddr6)
 	top.A.Exec(t, "ip", "route", "add", "default", "via", "198.18.1.1")
 	top.B.Exec(t, "ip", "route", "add", "default", "via", "198.18.2.1")
 	// /proc/sys/net belongs to the namespace of the thread that opens it.
@@ -53,9 +60,12 @@ func NewTopology(t testing.TB) *Topology {
 }
 
 func (top *Topology) serve(t testing.TB) {
-	var l net.Listener
+	var l, l6 net.Listener
 	err := top.WAN.Run(func() (err error) {
-		l, err = net.Listen("tcp", ServerAddr+":80")
+		if l, err = net.Listen("tcp", ServerAddr+":80"); err != nil {
+			return err
+		}
+		l6, err = net.Listen("tcp", "["+ServerAddr6+"]:80")
 		return err
 	})
 	if err != nil {
@@ -71,6 +81,7 @@ func (top *Topology) serve(t testing.TB) {
 		fmt.Fprint(w, host)
 	})}
 	go srv.Serve(l)
+	go srv.Serve(l6)
 	t.Cleanup(func() { srv.Close() })
 }
 

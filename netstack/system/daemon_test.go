@@ -299,6 +299,9 @@ func TestDaemonTunMode(t *testing.T) {
 	if got, err := top.A.Get(nstest.ServerAddr+":80", "/", 5*time.Second); err != nil || got != nstest.CellWAN {
 		t.Errorf("the server saw client-a as %q (%v), want the cell's WAN address", got, err)
 	}
+	if got, err := top.A.Get("["+nstest.ServerAddr6+"]:80", "/", 5*time.Second); err != nil || got != nstest.CellWAN6 {
+		t.Errorf("the server saw client-a over IPv6 as %q (%v), want the cell's WAN address", got, err)
+	}
 	// wg show works against the daemon's UAPI socket.
 	show := d.wg("show", "wg0")
 	for _, want := range []string{"listening port: 51820", "allowed ips: 10.77.0.2/32, fd77::2/128", "allowed ips: 10.77.0.3/32, fd77::3/128"} {

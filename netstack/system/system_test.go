@@ -153,6 +153,11 @@ func TestTunnelNATPolicyAndCutoff(t *testing.T) {
 	if err != nil || got != nstest.CellWAN {
 		t.Errorf("server saw client-a as %q (%v), want the cell's WAN address %s", got, err, nstest.CellWAN)
 	}
+	// IPv6 too: the peer's ULA address is masqueraded to the cell's.
+	got, err = top.A.Get("["+nstest.ServerAddr6+"]:80", "/", 5*time.Second)
+	if err != nil || got != nstest.CellWAN6 {
+		t.Errorf("server saw client-a over IPv6 as %q (%v), want the cell's WAN address %s", got, err, nstest.CellWAN6)
+	}
 
 	// Peer to peer: denied until a's policy allows it.
 	if top.A.Ping("10.77.0.3", time.Second) {
