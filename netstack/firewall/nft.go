@@ -359,6 +359,12 @@ func build(c *nftables.Conn, rs Ruleset) {
 	add(input, append(l4proto(unix.IPPROTO_ICMPV6), accept()))
 	// udp dport 51820 accept
 	add(input, append(dport(unix.IPPROTO_UDP, rs.WGPort), accept()))
+	// The uplink's address leases: DHCP answers are often broadcast, which
+	// conntrack does not relate to the request.
+	// udp dport 68 accept
+	add(input, append(dport(unix.IPPROTO_UDP, 68), accept()))
+	// udp dport 546 accept
+	add(input, append(dport(unix.IPPROTO_UDP, 546), accept()))
 	for _, p := range rs.LocalTCP {
 		// iifname "wg0" tcp dport 3000 accept
 		add(input, cat(iifname(wg), dport(unix.IPPROTO_TCP, p), one(accept())))
