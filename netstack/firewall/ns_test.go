@@ -3,6 +3,7 @@ package firewall
 import (
 	"math/rand/v2"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -89,10 +90,33 @@ func TestKernelRandomTransitions(t *testing.T) {
 		}
 		states = append(states, rs)
 	}
-	for step := range 15 {
-		rs := states[rng.IntN(len(states))]
-		if err := nl.Set(rs); err != nil {
-			t.Fatalf("step %d: %v", step, err)
+	var rs Ruleset
+	for step := range 24 {
+		switch op := rng.IntN(3); {
+		case step == 0 || op == 0:
+			rs = states[rng.IntN(len(states))]
+			rs.Peers = append([]Peer(nil), rs.Peers...)
+			if err := nl.Set(rs); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+		case op == 1: // one peer changes or arrives
+			p := peerN(2 + rng.IntN(8))
+			p.Enabled, p.LAN = rng.IntN(2) == 0, rng.IntN(2) == 0
+			if err := nl.PutPeer(p); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			i := slices.IndexFunc(rs.Peers, func(q Peer) bool { return q.Addr4 == p.Addr4 })
+			if i >= 0 {
+				rs.Peers[i] = p
+			} else {
+				rs.Peers = append(rs.Peers, p)
+			}
+		default: // one peer goes
+			p := peerN(2 + rng.IntN(8))
+			if err := nl.RemovePeer(p.Addr4); err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			rs.Peers = slices.DeleteFunc(rs.Peers, func(q Peer) bool { return q.Addr4 == p.Addr4 })
 		}
 		if err := nr.Rebuild(rs); err != nil {
 			t.Fatalf("step %d: %v", step, err)
