@@ -129,11 +129,11 @@ func switchRoot(slots update.BlockSlots, slot int) error {
 // reboot asks gokrazy to stop the services and reboot; if that fails it reboots
 // directly, after a sync.
 func reboot() error {
-	if err := update.GokrazyReboot(); err == nil {
+	err := update.GokrazyReboot()
+	if err == nil {
 		return nil
-	} else {
-		log.Printf("gokrazy reboot: %v; rebooting directly", err)
 	}
+	log.Printf("gokrazy reboot: %v; rebooting directly", err)
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }

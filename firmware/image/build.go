@@ -77,11 +77,6 @@ func BuildRoot(ctx context.Context, cfg *Config, o Options, dst string) error {
 		return err
 	}
 
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	out.Close()
 	// The squashfs is written to a file of its own first (not into the disk
 	// image's partition): go-diskfs' CreateFilesystem hands squashfs the disk's
 	// 512-byte sector size as block size, which squashfs rejects.

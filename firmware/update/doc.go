@@ -46,8 +46,10 @@
 //     it is not running from and records "rolled_back: the trial boot did not
 //     report healthy".
 //
-// The daemon reports the state (GET /api/system/update) and writes each outcome
-// to the audit log once (Outcome / MarkReported).
+// The daemon reports the state (GET /api/system/update, Device.Status) and
+// writes each outcome to the audit log once (Device.Report, called as outcomes
+// appear and before a new update replaces the state). The API's install step is
+// audited by the API itself.
 //
 // # Power cuts
 //
