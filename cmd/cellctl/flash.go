@@ -37,7 +37,7 @@ func realHost() hostView {
 	}}
 }
 
-// diskOf returns the whole-disk name ("sda") for a block device name, following
+// disksOf returns the whole-disk names ("sda") under a block device name, following
 // partitions to their disk and device-mapper/md devices to the disks under them.
 func (h hostView) disksOf(name string) ([]string, error) {
 	p, err := filepath.EvalSymlinks(filepath.Join(h.Sys, "class/block", name))

@@ -80,8 +80,8 @@ func Cmdline(target, bootUUID string, rootPart int, serial bool) string {
 	return strings.Join(args, " ")
 }
 
-// Build writes the disk image of cfg to output and returns the root file system
-// it built (in a temporary file the caller may remove).
+// Build writes the disk image of cfg to output: the programs compiled, root A
+// filled, root B empty, perm formatted, the boot partition naming root A.
 func Build(ctx context.Context, cfg *Config, o Options, output string) error {
 	o.defaults()
 	if err := cfg.Validate(); err != nil {

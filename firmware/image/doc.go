@@ -1,0 +1,29 @@
+// Package image builds the cell's firmware disk image from an instance
+// definition (config.json), the job gokrazy's packer does for gokrazy
+// appliances; the packer is not available here, so the builder is ours, made of
+// well-kept parts.
+//
+// The disk (GPT, written with github.com/diskfs/go-diskfs) has four partitions
+// in gokrazy's order, so that gokrazy's init finds them:
+//
+//	1 boot   FAT32  kernel (gokrazy/kernel.amd64 or kernel.rpi), command line;
+//	                amd64: systemd-boot as EFI/BOOT/BOOTX64.EFI + loader/entries/gokrazy.conf;
+//	                rpi:   the Pi firmware (gokrazy/firmware), device trees, config.txt
+//	2 root A squashfs  /gokrazy/init (cmd/cell-init), gokrazy's dhcp and ntp,
+//	                /user/<package> for each configured package, /etc/cell/release.json,
+//	                CA certificates, kernel modules
+//	3 root B squashfs  empty until the first update (package firmware/update)
+//	4 perm   ext4   formatted at build time, so the first boot finds /perm ready
+//
+// The kernel command line names the root relative to the boot partition's GUID
+// (root=PARTUUID=<boot>/PARTNROFF=1), so a root switch changes one digit in place.
+//
+// Two quirks of go-diskfs are worked around here, each where it happens: the
+// squashfs is built in a file of its own (CreateFilesystem would hand it the
+// disk's sector size as block size) and finalized from inside its workspace
+// (symlink targets are read relative to the working directory); and the FAT32 it
+// writes is corrected so that fsck.vfat accepts it (fatfix.go).
+//
+// gokrazy's own web interface is not exposed: the image carries no gokr-pw.txt,
+// so gokrazy serves it only on its Unix socket, which the cell uses to reboot.
+package image
