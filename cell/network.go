@@ -80,15 +80,14 @@ func (c *Cell) StartNetwork(n Network) error {
 }
 
 // RunNetwork rebuilds the kernel state whenever the stored config changes
-// (setup completing, a new port or subnet), until ctx ends; then it closes
-// the device. It checks every interval.
+// (setup completing, a new port or subnet), checking every interval, until
+// ctx ends. StopNetwork, after the API has drained, closes the device.
 func (c *Cell) RunNetwork(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			c.StopNetwork()
 			return
 		case <-t.C:
 			c.net.mu.Lock()
