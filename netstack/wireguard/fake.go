@@ -31,11 +31,8 @@ func (f *Fake) Set(cfg Config) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return f.Err
-	}
-	if f.closed {
-		return ErrClosed
+	if err := f.usableLocked(); err != nil {
+		return err
 	}
 	var cur deviceState
 	cur.PrivateKey, cur.ListenPort = f.cfg.PrivateKey, f.cfg.ListenPort
@@ -60,11 +57,8 @@ func (f *Fake) PutPeer(p Peer) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return f.Err
-	}
-	if f.closed {
-		return ErrClosed
+	if err := f.usableLocked(); err != nil {
+		return err
 	}
 	f.peers[p.PublicKey] = p
 	return nil
@@ -74,11 +68,8 @@ func (f *Fake) PutPeer(p Peer) error {
 func (f *Fake) RemovePeer(pub Key) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return f.Err
-	}
-	if f.closed {
-		return ErrClosed
+	if err := f.usableLocked(); err != nil {
+		return err
 	}
 	delete(f.peers, pub)
 	return nil
@@ -88,8 +79,8 @@ func (f *Fake) RemovePeer(pub Key) error {
 func (f *Fake) Stats() ([]PeerStats, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.Err != nil {
-		return nil, f.Err
+	if err := f.usableLocked(); err != nil {
+		return nil, err
 	}
 	var out []PeerStats
 	for _, p := range f.peers {
@@ -116,5 +107,17 @@ func (f *Fake) Close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.closed = true
+	return nil
+}
+
+// usableLocked is the error every method returns first: the injected one,
+// or ErrClosed. f.mu must be held.
+func (f *Fake) usableLocked() error {
+	if f.Err != nil {
+		return f.Err
+	}
+	if f.closed {
+		return ErrClosed
+	}
 	return nil
 }
