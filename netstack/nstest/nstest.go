@@ -23,9 +23,13 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// RequireRoot skips t unless it runs as root (namespaces, TUN, nf_tables).
+// RequireRoot skips t unless it runs as root (namespaces, TUN, nf_tables),
+// and under -short (make unit), which is for the unit tests alone.
 func RequireRoot(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipped with -short: a system test in network namespaces")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces, TUN devices and nf_tables state")
 	}

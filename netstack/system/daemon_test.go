@@ -441,6 +441,9 @@ func normalizeRuleset(s string) string {
 // TestDaemonNetstackMode: the unprivileged mode. The daemon on loopback with
 // a userspace device; a netstack client from the config text pings it.
 func TestDaemonNetstackMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped with -short: builds and runs the daemon")
+	}
 	bin := daemonBinary(t)
 	apiPort, wgPortN := freePort(t, "tcp"), freePort(t, "udp")
 	data := t.TempDir()
