@@ -96,7 +96,7 @@ func BenchmarkAPIPeerAdd(b *testing.B) {
 	}
 	k := 0
 	for b.Loop() {
-		for range 150 {
+		for range 300 {
 			for i, a := range apis {
 				start := time.Now()
 				a.must(201, "POST", "/api/peers", map[string]any{"name": fmt.Sprintf("new%d", k)}, nil)
