@@ -287,6 +287,10 @@ func build(c *nftables.Conn, rs Ruleset) {
 	// nft add element inet pic internet4 '{ 10.77.0.2, ... }'
 	sets := map[string]*nftables.Set{}
 	var id uint32
+	members := make([][]string, len(rs.Peers))
+	for i, p := range rs.Peers {
+		members[i] = membership(p)
+	}
 	for _, base := range peerSets {
 		for _, fam := range []string{"4", "6"} {
 			id++
@@ -297,8 +301,8 @@ func build(c *nftables.Conn, rs Ruleset) {
 			c.AddSet(s, nil)
 			sets[s.Name] = s
 			var elems []nftables.SetElement
-			for _, p := range rs.Peers {
-				if !slices.Contains(membership(p), base) {
+			for i, p := range rs.Peers {
+				if !slices.Contains(members[i], base) {
 					continue
 				}
 				a := p.Addr4
