@@ -5,9 +5,9 @@ package tools
 import (
 	_ "filippo.io/age"
 	_ "github.com/diskfs/go-diskfs"
+	_ "github.com/gokrazy/gokrazy"
 	_ "github.com/google/go-cmp/cmp"
 	_ "github.com/google/nftables"
-	_ "github.com/gokrazy/gokrazy"
 	_ "github.com/julienschmidt/httprouter"
 	_ "github.com/skip2/go-qrcode"
 	_ "github.com/vishvananda/netlink"

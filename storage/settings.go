@@ -58,17 +58,6 @@ func (s Settings) PutConfigAudited(cfg any, e Entry) (Entry, error) {
 	return out, err
 }
 
-// PutConfig stores the config document.
-func (s Settings) PutConfig(cfg any) error {
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		return fmt.Errorf("settings: config: %w", err)
-	}
-	return s.db.bolt.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketSettings).Put(keyConfig, raw)
-	})
-}
-
 // SetupComplete reports whether setup has been completed.
 func (s Settings) SetupComplete() (bool, error) {
 	var done bool
