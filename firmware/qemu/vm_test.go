@@ -372,6 +372,37 @@ func readRegion(t testing.TB, img string, off, n int64) []byte {
 	return b
 }
 
+// TestPowerCutDuringTrial kills QEMU while a new root is on trial (booted, not
+// yet healthy): the device comes back on the old root, and the old root's init
+// records the rollback.
+func TestPowerCutDuringTrial(t *testing.T) {
+	needVM(t)
+	f := newFixture(t)
+	img := f.image(f.config("1.0.0", time.Minute))
+	slow := f.bundle(f.config("1.1.0", 2*time.Minute, "-healthy-after", "90s"), nil)
+	v := bootVM(t, img, false)
+	v.waitHealth(3 * time.Minute)
+	if code, body := v.post(slow); code != 200 {
+		t.Fatalf("push: %d %s", code, body)
+	}
+	// The new root's program answers /update while its /health still says no.
+	v.waitUpdate(3*time.Minute, "trial", func(s update.Status) bool {
+		return s.State.Phase == update.PhaseTrying && s.Slot == update.SlotB
+	})
+	v.vm.Kill()
+	t.Log("power cut during the trial boot")
+
+	v.start(false)
+	v.waitHealth(3 * time.Minute)
+	st := v.waitUpdate(30*time.Second, "status", func(update.Status) bool { return true })
+	if st.Running != "1.0.0" || st.Slot != update.SlotA || st.Permanent != update.SlotA {
+		t.Errorf("after the cut: %+v, want 1.0.0 on slot 2", st)
+	}
+	if st.State.Phase != update.PhaseRolledBack || !strings.Contains(st.State.Message, "did not report healthy") {
+		t.Errorf("state %+v, want rolled_back", st.State)
+	}
+}
+
 // waitUpdateFast polls every 50ms for a phase (a window of a few seconds).
 func (v *testVM) waitUpdateFast(timeout time.Duration, phase update.Phase) {
 	v.t.Helper()

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/pic-cell/cell/firmware/update"
 )
@@ -19,7 +20,9 @@ import (
 func main() {
 	listen := flag.String("listen", "0.0.0.0:80", "address to serve on")
 	unhealthy := flag.Bool("unhealthy", false, "exit at once, as a broken daemon would")
+	healthyAfter := flag.Duration("healthy-after", 0, "answer /health with 503 for this long after start, as a slow daemon would")
 	flag.Parse()
+	start := time.Now()
 	if *unhealthy {
 		log.Print("healthd: told to be unhealthy")
 		os.Exit(1)
@@ -35,6 +38,10 @@ func main() {
 		json.NewEncoder(w).Encode(v)
 	}
 	http.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		if time.Since(start) < *healthyAfter {
+			writeJSON(w, 503, map[string]any{"ok": false})
+			return
+		}
 		writeJSON(w, 200, map[string]any{"ok": true})
 	})
 	if dev != nil {
