@@ -165,6 +165,20 @@ func BootFiles(cfg *Config, o Options, target Target) (map[string]BootFile, erro
 	return files, nil
 }
 
+// CheckHost reports what the build host lacks to build an image for target:
+// Debian's systemd-boot-efi (amd64) and ca-certificates.
+func CheckHost(target string) error {
+	if _, err := os.Stat(hostCABundle); err != nil {
+		return fmt.Errorf("CA certificates (Debian package ca-certificates): %w", err)
+	}
+	if target == "amd64" {
+		if _, err := os.Stat(systemdBoot); err != nil {
+			return fmt.Errorf("amd64 boot loader (Debian package systemd-boot-efi): %w", err)
+		}
+	}
+	return nil
+}
+
 func serialConsole(cfg *Config) bool {
 	if cfg.Settings.SerialConsole != nil {
 		return *cfg.Settings.SerialConsole

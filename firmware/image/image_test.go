@@ -65,7 +65,14 @@ func extract(t *testing.T, img string, l Layout, n int) string {
 	return out
 }
 
+func needHost(t *testing.T, target string) {
+	if err := CheckHost(target); err != nil {
+		t.Skipf("cannot build an image here: %v", err)
+	}
+}
+
 func TestImageLayoutAmd64(t *testing.T) {
+	needHost(t, "amd64")
 	cfg := testConfig("amd64")
 	img := filepath.Join(t.TempDir(), "cell.img")
 	if err := Build(context.Background(), cfg, Options{Dir: moduleRoot(t)}, img); err != nil {
@@ -198,6 +205,7 @@ func allZero(t *testing.T, p string) bool {
 }
 
 func TestImageLayoutRpi(t *testing.T) {
+	needHost(t, "rpi")
 	cfg := testConfig("rpi")
 	img := filepath.Join(t.TempDir(), "cell.img")
 	if err := Build(context.Background(), cfg, Options{Dir: moduleRoot(t)}, img); err != nil {

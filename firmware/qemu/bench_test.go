@@ -64,6 +64,9 @@ func BenchmarkBootToHealth(b *testing.B) {
 // flashed, the blocks it really occupies (it is sparse), and the root file
 // system, which every update bundle carries.
 func BenchmarkImageSize(b *testing.B) {
+	if err := image.CheckHost("amd64"); err != nil {
+		b.Skipf("cannot build the image here: %v", err)
+	}
 	f := newFixture(b)
 	cfg := f.cellConfig("1.0.0")
 	for i := 0; i < b.N; i++ {

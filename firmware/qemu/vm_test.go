@@ -35,6 +35,9 @@ func needVM(t testing.TB) {
 	if err := qemu.Available(); err != nil {
 		t.Skipf("cannot run VMs here: %v", err)
 	}
+	if err := image.CheckHost("amd64"); err != nil {
+		t.Skipf("cannot build the image here: %v", err)
+	}
 }
 
 func moduleRoot(t testing.TB) string {
