@@ -112,11 +112,11 @@ func (d *daemon) stop() {
 }
 
 // privateRun is the command line that runs bin inside ns with a private
-// /var/run/wireguard (its own mount namespace and a tmpfs there), so the
-// daemon's UAPI socket, whose path is fixed, never lands on the host.
+// /run (/var/run on Debian): its own mount namespace and a tmpfs there, so
+// the daemon's UAPI socket, whose path is fixed, never lands on the host.
 func privateRun(ns *nstest.NS, bin string, args ...string) []string {
 	return append([]string{"ip", "netns", "exec", ns.Name, "unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mkdir -p /var/run/wireguard && mount -t tmpfs none /var/run/wireguard && exec "$0" "$@"`, bin}, args...)
+		`mount -t tmpfs none /run && exec "$0" "$@"`, bin}, args...)
 }
 
 // wg runs the wg tool in the daemon's namespaces (network and mount, where
