@@ -25,7 +25,10 @@
 //     hashed again on the way (the file could change between the passes), synced,
 //     and read back and hashed a third time.
 //  3. The state says "pending": slot, version, the slot and version it came from.
-//     The daemon reboots the device.
+//     The daemon asks gokrazy's init (over its Unix socket) to stop the services,
+//     unmount /perm and reboot. On amd64 gokrazy reboots by kexec with the kernel
+//     and cmdline.txt from the boot partition, which is why cmdline.txt is kept in
+//     step with the systemd-boot entry there.
 //  4. The kernel mounts the permanent (old) root. Its init (cmd/cell-init), after
 //     gokrazy.Boot, sees "pending", writes "trying" (so that this happens once),
 //     mounts the new root and switches into it (move mount, chroot, exec its
