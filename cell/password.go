@@ -77,7 +77,8 @@ func (h *hasher) hashUnlimited(password string) string {
 	if _, err := io.ReadFull(h.rand, salt); err != nil {
 		panic("cell: the random source failed: " + err.Error())
 	}
-	key := argon2.IDKey([]byte(password), salt, argonTime, h.memory, argonThreads, argonKeyLen)
+	var key []byte
+	lowPriority(func() { key = argon2.IDKey([]byte(password), salt, argonTime, h.memory, argonThreads, argonKeyLen) })
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.memory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
@@ -89,11 +90,15 @@ func (h *hasher) Verify(phc, password string) (bool, error) {
 		return false, err
 	}
 	defer h.release()
-	if phc == "" {
-		verifyPHC(h.dummy, password)
-		return false, nil
-	}
-	return verifyPHC(phc, password), nil
+	ok := false
+	lowPriority(func() {
+		if phc == "" {
+			verifyPHC(h.dummy, password)
+			return
+		}
+		ok = verifyPHC(phc, password)
+	})
+	return ok, nil
 }
 
 func verifyPHC(phc, password string) bool {
