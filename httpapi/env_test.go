@@ -56,7 +56,7 @@ func openEnv(t *testing.T, dir string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := New(Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c})
+	api := New(Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c}).With(SystemRoutes(nil))
 	srv := httptest.NewServer(api.Handler())
 	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}
 	t.Cleanup(e.close)

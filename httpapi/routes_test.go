@@ -40,6 +40,10 @@ var routeCases = map[string]routeCase{
 	"GET /api/logs/search":                {path: "/api/logs/search?q=x"},
 	"GET /api/logs/verbosity":             {path: "/api/logs/verbosity"},
 	"PUT /api/logs/verbosity":             {path: "/api/logs/verbosity", body: map[string]any{"levels": map[string]string{"api": "info"}}},
+	"GET /api/system/info":                {path: "/api/system/info"},
+	"GET /api/system/update":              {path: "/api/system/update"},
+	// The bundle is a raw body (not JSON) of up to the route's own MaxBody.
+	"POST /api/system/update": {path: "/api/system/update"},
 }
 
 var paramRe = regexp.MustCompile(`[:*][a-z_]+`)
@@ -70,6 +74,12 @@ func TestRouteTable(t *testing.T) {
 	peer := e.login("pat", "peer password 123")
 	anon := e.client()
 	routes := e.api.Routes()
+	maxBody := map[string]int64{}
+	for _, r := range e.api.routes {
+		if r.MaxBody > DefaultMaxBody {
+			maxBody[r.Method+" "+r.Path] = r.MaxBody
+		}
+	}
 	getPaths := map[string]bool{}
 	for _, r := range routes {
 		if r.Method == "GET" {
@@ -125,8 +135,10 @@ func TestRouteTable(t *testing.T) {
 				if !getPaths[r.Path] {
 					check(t, "GET where a change is expected", caller.do("GET", rc.path, nil), 405)
 				}
-				big := `{"x":"` + strings.Repeat("a", DefaultMaxBody) + `"}`
-				check(t, "oversized body", caller.do(r.Method, rc.path, big), 413)
+				if maxBody[key] == 0 {
+					big := `{"x":"` + strings.Repeat("a", DefaultMaxBody) + `"}`
+					check(t, "oversized body", caller.do(r.Method, rc.path, big), 413)
+				} // a larger bound (an update bundle) is its area's own test
 			} else {
 				check(t, "DELETE on a read", caller.do("DELETE", rc.path, nil), 405, 404)
 			}
