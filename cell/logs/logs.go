@@ -40,6 +40,7 @@ type Options struct {
 	FileBytes int64
 	KeepFiles int
 	Echo      io.Writer // also write text lines here (stderr in the daemon); nil: no
+	Level     slog.Level // every component's starting level (zero: info)
 }
 
 // Book is the cell's log: components take loggers from it, the API reads it back.
@@ -124,7 +125,9 @@ func (b *Book) Level(component string) *slog.LevelVar {
 	if v, ok := b.levels.Load(component); ok {
 		return v.(*slog.LevelVar)
 	}
-	v, _ := b.levels.LoadOrStore(component, new(slog.LevelVar))
+	lv := new(slog.LevelVar)
+	lv.Set(b.opts.Level)
+	v, _ := b.levels.LoadOrStore(component, lv)
 	return v.(*slog.LevelVar)
 }
 

@@ -50,6 +50,11 @@ func TestLevelsChangeAtRunTime(t *testing.T) {
 	if b.Levels()["dns"] != "debug" {
 		t.Fatalf("levels = %v", b.Levels())
 	}
+	quiet, _ := Open(Options{Level: slog.LevelWarn})
+	quiet.Logger("firewall").Info("not shown")
+	if quiet.Levels()["firewall"] != "warn" || len(quiet.Query("", "", 0)) != 0 {
+		t.Fatalf("the starting level is not every component's: %v", quiet.Levels())
+	}
 	for _, s := range []string{"DEBUG", "info", "Warn", "error"} {
 		if _, err := ParseLevel(s); err != nil {
 			t.Errorf("ParseLevel(%q): %v", s, err)

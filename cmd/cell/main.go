@@ -74,13 +74,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	book, err := logs.Open(logs.Options{Dir: filepath.Join(f.data, "logs"), Echo: os.Stderr})
+	book, err := logs.Open(logs.Options{Dir: filepath.Join(f.data, "logs"), Echo: os.Stderr, Level: level})
 	if err != nil {
 		return err
 	}
 	defer book.Close()
 	for _, c := range []string{"api", "storage", "audit", "cell"} {
-		book.Level(c).Set(level)
+		book.Level(c) // listed by GET /api/logs/verbosity from the start
 	}
 	slog := book.Logger("cell")
 
