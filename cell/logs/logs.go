@@ -39,7 +39,7 @@ type Options struct {
 	RingLines int
 	FileBytes int64
 	KeepFiles int
-	Echo      io.Writer // also write text lines here (stderr in the daemon); nil: no
+	Echo      io.Writer  // also write text lines here (stderr in the daemon); nil: no
 	Level     slog.Level // every component's starting level (zero: info)
 }
 
