@@ -81,8 +81,8 @@ func (s Settings) PutSetupStep(name string, data any) error {
 	}
 	return s.db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSettings)
-		if b.Get(keySetupComplete) != nil {
-			return fmt.Errorf("setup is complete: %w", ErrConflict)
+		if err := refuseIfComplete(b); err != nil {
+			return err
 		}
 		return b.Put([]byte(prefixSetupStep+name), raw)
 	})
@@ -98,8 +98,8 @@ func (s Settings) CompleteSetup(cfg any, admin User) error {
 	}
 	return s.db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketSettings)
-		if b.Get(keySetupComplete) != nil {
-			return fmt.Errorf("setup is complete: %w", ErrConflict)
+		if err := refuseIfComplete(b); err != nil {
+			return err
 		}
 		if err := putUser(tx, admin, true); err != nil {
 			return err
@@ -119,4 +119,12 @@ func (s Settings) CompleteSetup(cfg any, admin User) error {
 		}
 		return b.Put(keySetupComplete, []byte("1"))
 	})
+}
+
+// refuseIfComplete is the one check every setup write makes inside its transaction.
+func refuseIfComplete(b *bolt.Bucket) error {
+	if b.Get(keySetupComplete) != nil {
+		return fmt.Errorf("setup is complete: %w", ErrConflict)
+	}
+	return nil
 }

@@ -235,16 +235,24 @@ type verifyAnswer struct {
 	PublicKey   string  `json:"public_key"`
 }
 
+// startSetUp builds and starts a daemon on a new data directory, completes setup
+// and logs a client in.
+func startSetUp(t *testing.T) (bin, dir string, d *daemon, c *client) {
+	t.Helper()
+	bin = buildDaemon(t)
+	dir = t.TempDir()
+	d = startDaemon(t, bin, dir)
+	c = newClient(t, d.url)
+	c.setUp()
+	c.logIn()
+	return bin, dir, d, c
+}
+
 // TestCrashDuringWrites kills the daemon with SIGKILL while 1,000 concurrent config
 // writes are under way and checks that a restart on the same data directory serves
 // again with every acknowledged write in the audit log and the chain intact.
 func TestCrashDuringWrites(t *testing.T) {
-	bin := buildDaemon(t)
-	dir := t.TempDir()
-	d := startDaemon(t, bin, dir)
-	c := newClient(t, d.url)
-	c.setUp()
-	c.logIn()
+	bin, dir, d, c := startSetUp(t)
 
 	const (
 		writes  = 1000
@@ -404,12 +412,7 @@ func TestCrashDuringWrites(t *testing.T) {
 // exits 0, and leaves a database that reopens with the change and a checkpoint that
 // covers its audit entry.
 func TestSIGTERMFinishesInFlight(t *testing.T) {
-	bin := buildDaemon(t)
-	dir := t.TempDir()
-	d := startDaemon(t, bin, dir)
-	c := newClient(t, d.url)
-	c.setUp()
-	c.logIn()
+	_, dir, d, c := startSetUp(t)
 
 	pr, pw := io.Pipe()
 	type answer struct {
