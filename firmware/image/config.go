@@ -8,8 +8,13 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 )
+
+// CellPackage is the cell's daemon. Named here as a string: firmware imports
+// nothing of the module outside firmware/.
+const CellPackage = "github.com/pic-cell/cell/cmd/cell"
 
 // Config is an instance definition, read from config.json at the repository root,
 // in the spirit of gokrazy's instance config.json.
@@ -131,6 +136,11 @@ func (c *Config) Validate() error {
 		if p.Path == "" {
 			return fmt.Errorf("config: a package without a path")
 		}
+		if p.Path == CellPackage {
+			if err := checkWGMode(p); err != nil {
+				return err
+			}
+		}
 	}
 	if c.UpdatePublicKey != "" {
 		if _, err := c.PublicKey(); err != nil {
@@ -138,6 +148,59 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// checkWGMode refuses a cell package that would run WireGuard in userspace
+// (-wg-mode netstack, the daemon's default): on a developer's machine that
+// leaves the host alone, but on the appliance nothing is forwarded, so a phone
+// completes the handshake and then reaches nothing. The image needs tun mode:
+// the kernel's TUN device, nftables NAT and routes.
+func checkWGMode(p Package) error {
+	mode, from := wgMode(p)
+	switch mode {
+	case "tun":
+		return nil
+	case "netstack":
+		return fmt.Errorf("config: the cell package runs WireGuard in userspace (%s): on the appliance peers "+
+			"would complete the handshake and then reach nothing; add \"-wg-mode\", \"tun\" to its args", from)
+	default:
+		return fmt.Errorf("config: the cell package's WireGuard mode %q (%s) is not one the cell knows; "+
+			"the appliance needs \"-wg-mode\", \"tun\" in its args", mode, from)
+	}
+}
+
+// wgMode is the -wg-mode the daemon would run with, and where it comes from:
+// its args as Go's flag package reads them (every cell flag takes a value; the
+// last one wins; parsing stops at the first non-flag or "--"), else
+// CELL_WG_MODE in its env, else the daemon's default, netstack.
+func wgMode(p Package) (mode, from string) {
+	mode, from = "", ""
+	for i := 0; i < len(p.Args); i++ {
+		a := p.Args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			break
+		}
+		name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if !hasVal && i+1 < len(p.Args) {
+			i++
+			val, hasVal = p.Args[i], true
+		}
+		if name == "wg-mode" && hasVal {
+			mode, from = val, "-wg-mode "+val
+		}
+	}
+	if from != "" {
+		return mode, from
+	}
+	for _, e := range p.Env {
+		if v, ok := strings.CutPrefix(e, "CELL_WG_MODE="); ok {
+			mode, from = v, "CELL_WG_MODE="+v+" in its env"
+		}
+	}
+	if from != "" {
+		return mode, from
+	}
+	return "netstack", "no -wg-mode in its args, so the default -wg-mode netstack"
 }
 
 // PublicKey decodes UpdatePublicKey.

@@ -13,11 +13,12 @@ import (
 
 const cellDaemon = "github.com/pic-cell/cell/cmd/cell"
 
-// cellConfig is the repository's image definition: the real daemon on port 80.
+// cellConfig is the repository's image definition: the real daemon on port 80,
+// WireGuard in the kernel (the image refuses userspace mode).
 func (f *fixture) cellConfig(version string) *image.Config {
 	return &image.Config{
 		Hostname: "celltest", Target: "amd64", Version: version,
-		Packages:        []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "0.0.0.0:80"}}},
+		Packages:        []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "0.0.0.0:80", "-wg-mode", "tun"}}},
 		UpdatePublicKey: f.pub,
 		Settings:        image.Settings{RootMiB: 160, PermMiB: 300},
 	}
