@@ -34,11 +34,11 @@ func (c *CLI) vm(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	accel := "software emulation (no KVM): the first answer takes about 30 s"
-	if qemu.KVM() {
-		accel = "KVM"
+	accel := qemu.KVMReason()
+	if !qemu.KVM() {
+		accel += "; the first answer takes about 30 s"
 	}
-	fmt.Fprintf(c.Stderr, "booting %s with %s\n  API:       http://127.0.0.1:%d/health\n  WireGuard: 127.0.0.1:%d/udp\n  Ctrl-C stops the VM.\n",
+	fmt.Fprintf(c.Stderr, "booting %s\n  Accel:     %s\n  API:       http://127.0.0.1:%d/health\n  WireGuard: 127.0.0.1:%d/udp\n  Ctrl-C stops the VM.\n",
 		*img, accel, *httpPort, *wgPort)
 	vm, err := qemu.Start(ctx, qemu.Options{
 		Image:     *img,

@@ -1,7 +1,8 @@
 // Package qemu boots an amd64 cell image in qemu-system-x86_64 under OVMF (UEFI),
 // with the cell's ports forwarded to the host: `cellctl vm run` for development,
-// and the boot, update and rollback tests. KVM is used when /dev/kvm can be
-// opened; otherwise QEMU emulates in software (a boot then takes ~30 s).
+// and the boot, update and rollback tests. KVM is used when a probe finds it
+// really works (see KVM); otherwise QEMU emulates in software (TCG, a boot then
+// takes ~30 s).
 package qemu
 
 import (
@@ -71,16 +72,6 @@ func Available() error {
 	}
 	_, _, err := ovmf()
 	return err
-}
-
-// KVM reports whether hardware virtualisation is usable.
-func KVM() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
 }
 
 // Args returns QEMU's command line for opts, with the writable UEFI variable

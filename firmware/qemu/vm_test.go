@@ -230,7 +230,7 @@ func TestBootAnswersHealth(t *testing.T) {
 	img := f.image(f.config("1.0.0", time.Minute))
 	v := bootVM(t, img, true)
 	took := v.waitHealth(3 * time.Minute)
-	t.Logf("/health answered %s after QEMU started (KVM: %v)", took.Round(time.Second), qemu.KVM())
+	t.Logf("/health answered %s after QEMU started (%s)", took.Round(time.Second), qemu.KVMReason())
 	var info update.Info
 	if err := v.getJSON("/info", &info); err != nil {
 		t.Fatal(err)
