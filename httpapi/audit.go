@@ -65,7 +65,7 @@ func (s *Server) auditQuery(req *Request) (any, error) {
 // seq column is "checkpoint": size, head, time, public key and signature of the
 // checkpoint signed for this export, so the file verifies offline with the public key
 // alone (cellctl audit verify).
-var CSVHeader = []string{"seq", "time", "actor", "source_ip", "action", "target_type", "target_id", "result", "details", "prev", "hash"}
+var CSVHeader = storage.CSVHeader
 
 func (s *Server) auditExport(req *Request) (any, error) {
 	format := req.URL.Query().Get("format")

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/pic-cell/cell/httpapi"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -209,8 +208,8 @@ func parseCSVExport(raw []byte) ([]exportRow, storage.Checkpoint, error) {
 	if err != nil {
 		return nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: %w", err)
 	}
-	if len(recs) == 0 || !slices.Equal(recs[0], httpapi.CSVHeader) {
-		return nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: the first row must be the header %q", httpapi.CSVHeader)
+	if len(recs) == 0 || !slices.Equal(recs[0], storage.CSVHeader) {
+		return nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: the first row must be the header %q", storage.CSVHeader)
 	}
 	last := recs[len(recs)-1]
 	if len(recs) < 2 || len(last) < 6 || last[0] != "checkpoint" {
@@ -233,8 +232,8 @@ func parseCSVExport(raw []byte) ([]exportRow, storage.Checkpoint, error) {
 }
 
 func csvEntry(rec []string) (storage.Entry, error) {
-	if len(rec) != len(httpapi.CSVHeader) {
-		return storage.Entry{}, fmt.Errorf("has %d columns, want %d", len(rec), len(httpapi.CSVHeader))
+	if len(rec) != len(storage.CSVHeader) {
+		return storage.Entry{}, fmt.Errorf("has %d columns, want %d", len(rec), len(storage.CSVHeader))
 	}
 	if rec[0] == "checkpoint" {
 		return storage.Entry{}, errors.New("a checkpoint row before the end")
