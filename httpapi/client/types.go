@@ -1,0 +1,353 @@
+package client
+
+import (
+	"net/netip"
+	"time"
+)
+
+// The API's JSON, field for field. Decoding ignores fields a newer cell adds.
+
+// Secret is a secret the API hands out (a one-time password, a service password).
+// It prints as [redacted] with fmt, so that logging a value holding one does not
+// leak it; string(s) is the secret.
+type Secret string
+
+// String hides the secret.
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// GoString hides the secret from %#v too.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
+
+// Health is GET /health, the one endpoint open to anyone.
+type Health struct {
+	OK            bool   `json:"ok"`
+	State         string `json:"state"` // ok, degraded or down
+	Version       string `json:"version"`
+	SetupComplete bool   `json:"setup_complete"`
+}
+
+// User is the account of a session (POST /api/auth/login, GET /api/auth/me).
+type User struct {
+	Username string `json:"username"`
+	Role     string `json:"role"` // admin or peer
+}
+
+// Account is one account as GET /api/auth/users lists it.
+type Account struct {
+	Username          string    `json:"username"`
+	Role              string    `json:"role"`
+	CreatedAt         time.Time `json:"created_at"`
+	PasswordChangedAt time.Time `json:"password_changed_at"`
+}
+
+// SetupStatus is GET /api/setup/status, and the answer to every setup change.
+type SetupStatus struct {
+	Complete bool     `json:"complete"`
+	Step     string   `json:"step,omitempty"` // the next step to submit
+	Steps    []string `json:"steps"`
+	Done     []string `json:"done"`
+}
+
+// SetupField is one input of a wizard step.
+type SetupField struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Required bool   `json:"required"`
+	Default  any    `json:"default,omitempty"`
+}
+
+// SetupStepInfo is GET /api/setup/step: the current step and its inputs.
+type SetupStepInfo struct {
+	Name   string       `json:"name"`
+	Fields []SetupField `json:"fields"`
+}
+
+// PartStatus is the state of one part of the cell.
+type PartStatus struct {
+	State  string `json:"state"` // ok, degraded, down or not_configured
+	Reason string `json:"reason,omitempty"`
+}
+
+// Status is GET /api/status.
+type Status struct {
+	State         string                `json:"state"`
+	Version       string                `json:"version"`
+	UptimeSeconds int64                 `json:"uptime_seconds"`
+	Parts         map[string]PartStatus `json:"parts"`
+}
+
+// HealthRecord is one entry of GET /api/health/history.
+type HealthRecord struct {
+	Time  time.Time             `json:"time"`
+	Parts map[string]PartStatus `json:"parts"`
+}
+
+// Config is GET /api/config, the cell's whole configuration document.
+type Config struct {
+	Cell    CellConfig    `json:"cell"`
+	Network NetworkConfig `json:"network"`
+	Health  HealthConfig  `json:"health"`
+}
+
+// CellConfig names the cell.
+type CellConfig struct {
+	Name   string `json:"name"`
+	Domain string `json:"domain"`
+}
+
+// NetworkConfig is the tunnel's addressing.
+type NetworkConfig struct {
+	WGPort       int    `json:"wg_port"`
+	SubnetV4     string `json:"subnet_v4"`
+	SubnetV6     string `json:"subnet_v6"`
+	WANInterface string `json:"wan_interface"`
+}
+
+// HealthConfig drives the health checker.
+type HealthConfig struct {
+	IntervalSeconds int `json:"interval_seconds"`
+	Keep            int `json:"keep"`
+}
+
+// PeerPolicy says where a peer may go: each "allow" or "deny".
+type PeerPolicy struct {
+	Internet string `json:"internet"`
+	LAN      string `json:"lan"`
+	Peers    string `json:"peers"`
+}
+
+// Peer is a peer as the API shows it: no secret, live counters.
+type Peer struct {
+	Name          string     `json:"name"`
+	Description   string     `json:"description"`
+	IPv4          netip.Addr `json:"ipv4"`
+	IPv6          netip.Addr `json:"ipv6"`
+	PublicKey     string     `json:"public_key"`
+	KeySource     string     `json:"key_source"` // "cell" (generated) or "user"
+	Route         string     `json:"route"`      // full or split
+	Enabled       bool       `json:"enabled"`
+	Policy        PeerPolicy `json:"policy"`
+	CreatedAt     time.Time  `json:"created_at"`
+	LastHandshake *time.Time `json:"last_handshake"`
+	RxBytes       uint64     `json:"rx_bytes"`
+	TxBytes       uint64     `json:"tx_bytes"`
+}
+
+// NewPeer is the body of POST /api/peers. Only Name is required.
+type NewPeer struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	PublicKey   string `json:"public_key,omitempty"` // the user's own key; the cell makes a pair otherwise
+	Route       string `json:"route,omitempty"`      // full (default) or split
+	Enabled     *bool  `json:"enabled,omitempty"`    // default true
+}
+
+// CreatedPeer is the answer to POST /api/peers: the peer and the one-time
+// password of its own login, shown this once.
+type CreatedPeer struct {
+	Peer            Peer   `json:"peer"`
+	Username        string `json:"username"`
+	OneTimePassword Secret `json:"one_time_password"`
+}
+
+// PeerChange is the body of PUT /api/peers/<name>; nil fields stay as they are.
+type PeerChange struct {
+	Enabled     *bool   `json:"enabled,omitempty"`
+	Route       *string `json:"route,omitempty"`
+	Description *string `json:"description,omitempty"`
+}
+
+// ServiceCredential is one service's connection info for a peer.
+type ServiceCredential struct {
+	Service  string `json:"service"`
+	URL      string `json:"url"`
+	Username string `json:"username"`
+	Password Secret `json:"password,omitempty"`
+}
+
+// WireGuardStatus is GET /api/wireguard/status.
+type WireGuardStatus struct {
+	Running   bool              `json:"running"`
+	Mode      string            `json:"mode"` // tun or netstack
+	Interface string            `json:"interface"`
+	Port      int               `json:"port"`
+	PublicKey string            `json:"public_key"`
+	Peers     []WireGuardPeerSt `json:"peers"`
+}
+
+// WireGuardPeerSt is one peer's live state on the device.
+type WireGuardPeerSt struct {
+	Name          string     `json:"name"`
+	PublicKey     string     `json:"public_key"`
+	Endpoint      string     `json:"endpoint,omitempty"`
+	LastHandshake *time.Time `json:"last_handshake"`
+	RxBytes       uint64     `json:"rx_bytes"`
+	TxBytes       uint64     `json:"tx_bytes"`
+}
+
+// Routing is GET /api/routing.
+type Routing struct {
+	NAT      NAT              `json:"nat"`
+	Peers    []PeerPolicyView `json:"peers"`
+	Forwards []Forward        `json:"forwards"`
+}
+
+// NAT says how peers reach the internet.
+type NAT struct {
+	Enabled      bool     `json:"enabled"`
+	WANInterface string   `json:"wan_interface"`
+	Masquerade   []string `json:"masquerade"`
+	Firewall     bool     `json:"firewall"`
+}
+
+// PeerPolicyView is one peer's policy.
+type PeerPolicyView struct {
+	Name    string `json:"name"`
+	Enabled bool   `json:"enabled"`
+	PeerPolicy
+}
+
+// PolicyChange is the body of PUT /api/routing/peers/<name>; nil fields stay.
+type PolicyChange struct {
+	Internet *string `json:"internet,omitempty"`
+	LAN      *string `json:"lan,omitempty"`
+	Peers    *string `json:"peers,omitempty"`
+}
+
+// Forward is a port forward from the WAN to a peer.
+type Forward struct {
+	Proto     string    `json:"proto"` // tcp or udp
+	Port      int       `json:"port"`  // on the WAN
+	Peer      string    `json:"peer"`
+	ToPort    int       `json:"to_port"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// NewForward is the body of POST /api/routing/forwards; ToPort 0 means Port.
+type NewForward struct {
+	Proto  string `json:"proto"`
+	Port   int    `json:"port"`
+	Peer   string `json:"peer"`
+	ToPort int    `json:"to_port,omitempty"`
+}
+
+// AuditEntry is one entry of the hash-chained audit log.
+type AuditEntry struct {
+	Seq uint64 `json:"seq"`
+	// Time is UTC in the fixed layout 2006-01-02T15:04:05.000000000Z, kept as
+	// text since the hash covers it byte for byte.
+	Time       string            `json:"time"`
+	Actor      string            `json:"actor"`
+	SourceIP   string            `json:"source_ip"`
+	Action     string            `json:"action"`
+	TargetType string            `json:"target_type"`
+	TargetID   string            `json:"target_id"`
+	Result     string            `json:"result"` // "ok" or the error code
+	Details    map[string]string `json:"details"`
+	Prev       string            `json:"prev"`
+	Hash       string            `json:"hash"`
+}
+
+// AuditQuery filters GET /api/audit; zero fields do not filter.
+type AuditQuery struct {
+	Actor, Action, TargetType, TargetID, Result string
+	Since, Until                                time.Time // inclusive
+	Limit                                       int       // 0: the cell's default (100)
+	Offset                                      int
+}
+
+// AuditPage is the answer to GET /api/audit: the matching entries, newest
+// first, and how many matched in all.
+type AuditPage struct {
+	Entries []AuditEntry `json:"entries"`
+	Total   int          `json:"total"`
+}
+
+// Checkpoint is a signed statement of the audit log's size and head.
+type Checkpoint struct {
+	Size      uint64 `json:"size"`
+	Head      string `json:"head"`
+	Time      string `json:"time"`
+	PublicKey string `json:"public_key"` // hex ed25519
+	Signature string `json:"signature"`  // hex ed25519
+}
+
+// AuditVerification is GET /api/audit/verify.
+type AuditVerification struct {
+	OK           bool        `json:"ok"`
+	Entries      uint64      `json:"entries"`
+	FirstBadSeq  *uint64     `json:"first_bad_seq"`
+	Head         string      `json:"head"`
+	Checkpoint   *Checkpoint `json:"checkpoint"`
+	CheckpointOK bool        `json:"checkpoint_ok"`
+	Reason       string      `json:"reason,omitempty"`
+	// PublicKey is the cell's audit key (hex ed25519), the one to check exports
+	// with (cellctl audit verify -pubkey).
+	PublicKey string `json:"public_key"`
+}
+
+// LogLine is one line of the cell's log.
+type LogLine struct {
+	Time    time.Time      `json:"time"`
+	Level   string         `json:"level"`
+	Service string         `json:"service"`
+	Message string         `json:"msg"`
+	Attrs   map[string]any `json:"attrs,omitempty"`
+}
+
+// SystemInfo is GET /api/system/info: what runs.
+type SystemInfo struct {
+	Version       string    `json:"version"`
+	Target        string    `json:"target"`
+	Hostname      string    `json:"hostname"`
+	Built         time.Time `json:"built"`
+	RootSlot      string    `json:"root_slot"` // "A" or "B"
+	PermanentSlot string    `json:"permanent_slot"`
+	UptimeSeconds int64     `json:"uptime_seconds"`
+}
+
+// Update phases (UpdateState.Phase).
+const (
+	PhaseIdle       = ""            // no update has run
+	PhaseWriting    = "writing"     // the inactive root is being written
+	PhasePending    = "pending"     // written; the next boot tries it
+	PhaseTrying     = "trying"      // booted once on trial
+	PhaseCommitted  = "committed"   // healthy and permanent
+	PhaseRolledBack = "rolled_back" // not healthy; the old root runs
+	PhaseFailed     = "failed"      // stopped before the trial
+)
+
+// UpdateStatus is GET /api/system/update.
+type UpdateStatus struct {
+	Running       string      `json:"running_version"`
+	Target        string      `json:"target"`
+	Slot          int         `json:"root_slot"`
+	PermanentSlot int         `json:"permanent_slot"`
+	Update        UpdateState `json:"update"`
+	KeyConfigured bool        `json:"update_key_configured"`
+}
+
+// UpdateState is where the last update is.
+type UpdateState struct {
+	Phase       string    `json:"phase"`
+	Version     string    `json:"version,omitempty"`
+	Slot        int       `json:"slot,omitempty"`
+	FromVersion string    `json:"from_version,omitempty"`
+	FromSlot    int       `json:"from_slot,omitempty"`
+	Message     string    `json:"message,omitempty"`
+	Updated     time.Time `json:"updated"`
+	Reported    bool      `json:"reported,omitempty"`
+}
+
+// UpdateAccepted is the answer to POST /api/system/update.
+type UpdateAccepted struct {
+	Accepted bool   `json:"accepted"`
+	Version  string `json:"version"`
+	State    string `json:"state"` // pending
+	Message  string `json:"message"`
+}
