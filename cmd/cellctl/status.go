@@ -2,12 +2,13 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"strings"
 	"time"
+
+	"github.com/pic-cell/cell/httpapi/client"
 )
 
 func init() {
@@ -22,23 +23,21 @@ func (c *CLI) status(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Get(strings.TrimRight(*url, "/") + "/health")
+	cl := client.New(*url, client.WithTimeout(*timeout))
+	// The answer as the cell wrote it, not as this build's types know it.
+	var body []byte
+	err := cl.Do(context.Background(), "GET", "/health", nil, &body)
+	var apiErr *client.Error
+	if errors.As(err, &apiErr) {
+		return fmt.Errorf("cell answered %d: %w", apiErr.Status, err)
+	}
 	if err != nil {
 		return fmt.Errorf("cell not reachable: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return err
 	}
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, body, "", "  ") != nil {
 		pretty.Write(body)
 	}
 	fmt.Fprintf(c.Stdout, "%s\n", pretty.Bytes())
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("cell answered %s", resp.Status)
-	}
 	return nil
 }

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -18,6 +15,7 @@ import (
 
 	"github.com/pic-cell/cell/firmware/bundle"
 	"github.com/pic-cell/cell/firmware/image"
+	"github.com/pic-cell/cell/httpapi/client"
 )
 
 func init() {
@@ -98,60 +96,7 @@ func (c *CLI) updateBuild(args []string) error {
 	return nil
 }
 
-// cellClient is a logged-in admin session on a cell.
-type cellClient struct {
-	base string
-	hc   *http.Client
-	csrf string
-}
-
-func (cc *cellClient) login(user, password string) error {
-	body, _ := json.Marshal(map[string]string{"username": user, "password": password})
-	resp, err := cc.hc.Post(cc.base+"/api/auth/login", "application/json", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	if err := apiError(resp); err != nil {
-		return fmt.Errorf("login: %w", err)
-	}
-	var tok struct{ Token string }
-	if err := cc.getJSON("/api/auth/csrf-token", &tok); err != nil {
-		return err
-	}
-	cc.csrf = tok.Token
-	return nil
-}
-
-func (cc *cellClient) getJSON(path string, v any) error {
-	resp, err := cc.hc.Get(cc.base + path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return apiError(resp)
-	}
-	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(v)
-}
-
-// apiError turns a non-2xx answer into an error carrying the API's message,
-// and closes the body.
-func apiError(resp *http.Response) error {
-	defer resp.Body.Close()
-	if resp.StatusCode/100 == 2 {
-		return nil
-	}
-	var e struct {
-		Error struct{ Code, Message string }
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if json.Unmarshal(b, &e) == nil && e.Error.Code != "" {
-		return fmt.Errorf("%s: %s (%s)", resp.Status, e.Error.Message, e.Error.Code)
-	}
-	return fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(b)))
-}
-
-// progress prints how much of the bundle has been sent.
+// progress prints how much of the bundle (or image) has been sent.
 type progress struct {
 	r       io.Reader
 	w       io.Writer
@@ -162,16 +107,21 @@ type progress struct {
 
 func (p *progress) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
-	p.done += int64(n)
-	if pct := p.done * 100 / max(p.total, 1); pct != p.lastPct || err == io.EOF {
+	p.add(int64(n), err == io.EOF)
+	return n, err
+}
+
+// add counts n more bytes and redraws the bar; end finishes its line.
+func (p *progress) add(n int64, end bool) {
+	p.done += n
+	if pct := p.done * 100 / max(p.total, 1); pct != p.lastPct || end {
 		p.lastPct = pct
 		bar := strings.Repeat("#", int(pct/4)) + strings.Repeat(".", 25-int(pct/4))
 		fmt.Fprintf(p.w, "\r[%s] %3d%% %d/%d MiB", bar, pct, p.done>>20, p.total>>20)
-		if err == io.EOF {
+		if end {
 			fmt.Fprintln(p.w)
 		}
 	}
-	return n, err
 }
 
 func (c *CLI) updatePush(args []string) error {
@@ -195,13 +145,13 @@ func (c *CLI) updatePush(args []string) error {
 		}
 		password = strings.TrimRight(string(b), "\r\n")
 	}
-	jar, _ := cookiejar.New(nil)
-	cc := &cellClient{base: strings.TrimRight(*device, "/"), hc: &http.Client{Jar: jar, Timeout: 30 * time.Minute}}
-	if err := cc.login(*user, password); err != nil {
-		return err
+	ctx := context.Background()
+	cc := client.New(*device, client.WithTimeout(time.Minute))
+	if err := cc.Login(ctx, *user, password); err != nil {
+		return fmt.Errorf("login: %w", err)
 	}
-	var before systemUpdate
-	if err := cc.getJSON("/api/system/update", &before); err != nil {
+	before, err := cc.SystemUpdateStatus(ctx)
+	if err != nil {
 		return err
 	}
 	f, err := os.Open(*bundlePath)
@@ -213,22 +163,11 @@ func (c *CLI) updatePush(args []string) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequest(http.MethodPost, cc.base+"/api/system/update", &progress{r: f, w: c.Stderr, total: fi.Size(), lastPct: -1})
+	push, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	bar := &progress{w: c.Stderr, total: fi.Size(), lastPct: -1}
+	accepted, err := cc.PushUpdate(push, f, func(sent, total int64) { bar.add(sent-bar.done, sent == total) })
 	if err != nil {
-		return err
-	}
-	req.ContentLength = fi.Size()
-	req.Header.Set("Content-Type", "application/octet-stream")
-	req.Header.Set("X-CSRF-Token", cc.csrf)
-	resp, err := cc.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	var accepted struct{ Version string }
-	if resp.StatusCode/100 == 2 {
-		json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&accepted)
-	}
-	if err := apiError(resp); err != nil {
 		return fmt.Errorf("the cell refused the bundle: %w", err)
 	}
 	fmt.Fprintf(c.Stdout, "accepted version %s; the cell reboots into it on trial (it ran %s)\n", accepted.Version, before.Running)
@@ -238,31 +177,20 @@ func (c *CLI) updatePush(args []string) error {
 	return c.waitOutcome(cc, *user, password, accepted.Version, *wait)
 }
 
-// systemUpdate is GET /api/system/update.
-type systemUpdate struct {
-	Running string `json:"running_version"`
-	Slot    int    `json:"root_slot"`
-	Update  struct {
-		Phase   string `json:"phase"`
-		Version string `json:"version"`
-		Message string `json:"message"`
-	} `json:"update"`
-}
-
 // waitOutcome polls until the cell reports the outcome of installing version.
 // The cell goes away while it reboots (once or twice), so errors are expected
 // for a while.
-func (c *CLI) waitOutcome(cc *cellClient, user, password, version string, wait time.Duration) error {
+func (c *CLI) waitOutcome(cc *client.Client, user, password, version string, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
-	cc.hc.Timeout = 5 * time.Second
 	var lastErr error
 	for time.Now().Before(deadline) {
 		time.Sleep(3 * time.Second)
-		var st systemUpdate
-		err := cc.getJSON("/api/system/update", &st)
-		if err != nil && strings.Contains(err.Error(), "401") {
-			err = cc.login(user, password)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cc.SystemUpdateStatus(ctx)
+		if client.IsStatus(err, http.StatusUnauthorized) {
+			err = cc.Login(ctx, user, password)
 		}
+		cancel()
 		if err != nil {
 			lastErr = err
 			continue
@@ -271,10 +199,10 @@ func (c *CLI) waitOutcome(cc *cellClient, user, password, version string, wait t
 			continue
 		}
 		switch st.Update.Phase {
-		case "committed":
+		case client.PhaseCommitted:
 			fmt.Fprintf(c.Stdout, "updated: version %s runs from root slot %d\n", st.Running, st.Slot)
 			return nil
-		case "rolled_back", "failed":
+		case client.PhaseRolledBack, client.PhaseFailed:
 			return fmt.Errorf("update %s: %s; the cell runs version %s", st.Update.Phase, st.Update.Message, st.Running)
 		}
 	}
