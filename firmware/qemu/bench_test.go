@@ -1,7 +1,7 @@
 package qemu_test
 
 import (
-	"net/http"
+	"context"
 	"os"
 	"strconv"
 	"testing"
@@ -100,14 +100,11 @@ func BenchmarkUpdateDowntime(b *testing.B) {
 			b.Fatalf("push: %d %s", code, body)
 		}
 		// Down: from the first failed /health to the first good one.
-		c := &http.Client{Timeout: time.Second}
+		c := v.client(time.Second)
 		var wentDown time.Time
 		for deadline := time.Now().Add(4 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			resp, err := c.Get(v.url("/health"))
-			if err == nil {
-				resp.Body.Close()
-			}
-			ok := err == nil && resp.StatusCode == 200
+			_, err := c.Health(context.Background())
+			ok := err == nil
 			if !ok && wentDown.IsZero() {
 				wentDown = time.Now()
 			}

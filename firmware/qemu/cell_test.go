@@ -1,100 +1,69 @@
 package qemu_test
 
 import (
-	"github.com/pic-cell/cell/firmware/image"
-
-	"bytes"
-	"encoding/json"
+	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pic-cell/cell/firmware/image"
+	"github.com/pic-cell/cell/httpapi/client"
 )
 
 const adminPassword = "qemu-admin-pass-7d2f0"
 
-// api is an HTTP client with a cookie jar against the VM's forwarded port.
+// api is a client of the VM's forwarded port that stops the test on an error.
 type api struct {
-	t    testing.TB
-	v    *testVM
-	hc   *http.Client
-	csrf string
-}
-
-func (a *api) do(method, path string, body any) (int, []byte) {
-	a.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, a.v.url(path), rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.csrf != "" {
-		req.Header.Set("X-CSRF-Token", a.csrf)
-	}
-	resp, err := a.hc.Do(req)
-	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
-}
-
-func (a *api) must(method, path string, body any, dst any) {
-	a.t.Helper()
-	code, b := a.do(method, path, body)
-	if code/100 != 2 {
-		a.t.Fatalf("%s %s: %d %s", method, path, code, b)
-	}
-	if dst != nil {
-		if err := json.Unmarshal(b, dst); err != nil {
-			a.t.Fatalf("%s %s: %v: %s", method, path, err, b)
-		}
-	}
+	*client.Client
+	t testing.TB
 }
 
 func newAPI(t testing.TB, v *testVM) *api {
-	jar, _ := cookiejar.New(nil)
-	return &api{t: t, v: v, hc: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
+	return &api{Client: client.New(v.url(""), client.WithTimeout(30*time.Second)), t: t}
+}
+
+func (a *api) ok(what string, err error) {
+	a.t.Helper()
+	if err != nil {
+		a.t.Fatalf("%s: %v", what, err)
+	}
 }
 
 func (a *api) setupAndLogin() {
-	a.must("POST", "/api/setup/step", map[string]any{"step": "admin", "data": map[string]any{"username": "admin", "password": adminPassword}}, nil)
-	a.must("POST", "/api/setup/step", map[string]any{"step": "cell", "data": map[string]any{"name": "home", "domain": "home.example.org"}}, nil)
-	a.must("POST", "/api/setup/step", map[string]any{"step": "network", "data": map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"}}, nil)
-	a.must("POST", "/api/setup/complete", nil, nil)
+	a.t.Helper()
+	ctx := context.Background()
+	_, err := a.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": adminPassword})
+	a.ok("setup step admin", err)
+	_, err = a.SetupStep(ctx, "cell", map[string]any{"name": "home", "domain": "home.example.org"})
+	a.ok("setup step cell", err)
+	_, err = a.SetupStep(ctx, "network", map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"})
+	a.ok("setup step network", err)
+	_, err = a.CompleteSetup(ctx)
+	a.ok("complete setup", err)
 	a.login()
 }
 
 func (a *api) login() {
-	a.must("POST", "/api/auth/login", map[string]string{"username": "admin", "password": adminPassword}, nil)
-	var tok struct{ Token string }
-	a.must("GET", "/api/auth/csrf-token", nil, &tok)
-	a.csrf = tok.Token
+	a.t.Helper()
+	a.ok("login", a.Login(context.Background(), "admin", adminPassword))
 }
 
-type auditEntry struct {
-	Actor    string            `json:"actor"`
-	Action   string            `json:"action"`
-	TargetID string            `json:"target_id"`
-	Result   string            `json:"result"`
-	Details  map[string]string `json:"details"`
+func (a *api) audit(action string) []client.AuditEntry {
+	a.t.Helper()
+	page, err := a.Audit(context.Background(), client.AuditQuery{Action: action})
+	a.ok("GET /api/audit?action="+action, err)
+	return page.Entries
 }
 
-func (a *api) audit(action string) []auditEntry {
-	var out struct{ Entries []auditEntry }
-	a.must("GET", "/api/audit?action="+action, nil, &out)
-	return out.Entries
+func (a *api) info() client.SystemInfo {
+	a.t.Helper()
+	info, err := a.SystemInfo(context.Background())
+	a.ok("GET /api/system/info", err)
+	return info
 }
 
 // TestCellDaemonUpdateThroughAPI is the issue's "done when": the real daemon in
@@ -132,11 +101,7 @@ func TestCellDaemonUpdateThroughAPI(t *testing.T) {
 		t.Fatalf("push 1.1.0: %v\n%s", err, out)
 	}
 	a.login()
-	var info struct {
-		Version  string `json:"version"`
-		RootSlot string `json:"root_slot"`
-	}
-	a.must("GET", "/api/system/info", nil, &info)
+	info := a.info()
 	if info.Version != "1.1.0" || info.RootSlot != "B" {
 		t.Errorf("info after the update: %+v, want 1.1.0 on B", info)
 	}
@@ -146,19 +111,19 @@ func TestCellDaemonUpdateThroughAPI(t *testing.T) {
 		t.Fatalf("push 1.2.0 (broken daemon): %v, want a rollback\n%s", err, out)
 	}
 	a.login()
-	a.must("GET", "/api/system/info", nil, &info)
+	info = a.info()
 	if info.Version != "1.1.0" || info.RootSlot != "B" {
 		t.Errorf("info after the rollback: %+v, want 1.1.0 on B", info)
 	}
 
 	// The commit is audited by the daemon that was on trial, within its 10 s poll.
-	var outcomes []auditEntry
+	var outcomes []client.AuditEntry
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
 		if outcomes = a.audit("system.update.outcome"); len(outcomes) >= 2 {
 			break
 		}
 	}
-	got := map[string]auditEntry{}
+	got := map[string]client.AuditEntry{}
 	for _, e := range outcomes {
 		got[e.TargetID] = e
 	}

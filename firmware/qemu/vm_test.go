@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +18,7 @@ import (
 	"github.com/pic-cell/cell/firmware/image"
 	"github.com/pic-cell/cell/firmware/qemu"
 	"github.com/pic-cell/cell/firmware/update"
+	"github.com/pic-cell/cell/httpapi/client"
 )
 
 // These tests boot real images in QEMU under OVMF. Without KVM a boot takes
@@ -119,35 +118,48 @@ func (v *testVM) waitHealth(timeout time.Duration) time.Duration {
 	return time.Since(v.vm.Started)
 }
 
+// client is a client of the test image's program (healthd), whose /info and
+// /update are not the cell's API but answer JSON all the same.
+func (v *testVM) client(timeout time.Duration) *client.Client {
+	return client.New(v.url(""), client.WithTimeout(timeout))
+}
+
 func (v *testVM) getJSON(path string, dst any) error {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(v.url(path))
-	if err != nil {
-		return err
+	if err := v.client(5*time.Second).Do(context.Background(), "GET", path, nil, dst); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(dst)
+	return nil
 }
 
 // post sends a bundle to the test image's install endpoint.
 func (v *testVM) post(bundlePath string) (int, string) {
 	v.t.Helper()
-	f, err := os.Open(bundlePath)
-	if err != nil {
-		v.t.Fatal(err)
-	}
-	defer f.Close()
-	c := &http.Client{Timeout: 3 * time.Minute}
-	resp, err := c.Post(v.url("/update"), "application/octet-stream", f)
+	code, body, err := postBundle(v.client(3*time.Minute), bundlePath)
 	if err != nil {
 		v.t.Fatalf("POST /update: %v", err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return code, body
+}
+
+// postBundle sends a bundle to POST /update and returns the answer, whatever
+// its status; err is that of the connection.
+func postBundle(c *client.Client, bundlePath string) (int, string, error) {
+	f, err := os.Open(bundlePath)
+	if err != nil {
+		return 0, "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, "", err
+	}
+	var res client.Response
+	err = c.Do(context.Background(), "POST", "/update", client.Upload{Body: f, Size: fi.Size()}, &res)
+	var refused *client.Error
+	if errors.As(err, &refused) {
+		return refused.Status, refused.Message, nil
+	}
+	return res.Status, string(res.Body), err
 }
 
 // waitUpdate polls GET /update until cond holds.
@@ -332,14 +344,7 @@ func TestPowerCutWhileWriting(t *testing.T) {
 
 	v := bootVM(t, img, false)
 	v.waitHealth(3 * time.Minute)
-	go func() {
-		f, _ := os.Open(big)
-		defer f.Close()
-		c := &http.Client{Timeout: 3 * time.Minute}
-		if resp, err := c.Post(v.url("/update"), "application/octet-stream", f); err == nil {
-			resp.Body.Close()
-		}
-	}()
+	go postBundle(v.client(3*time.Minute), big)
 	v.waitUpdateFast(3*time.Minute, update.PhaseWriting)
 	v.vm.Kill()
 	t.Log("power cut while the root was being written")
@@ -410,13 +415,10 @@ func TestPowerCutDuringTrial(t *testing.T) {
 func (v *testVM) waitUpdateFast(timeout time.Duration, phase update.Phase) {
 	v.t.Helper()
 	deadline := time.Now().Add(timeout)
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := v.client(2 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := c.Get(v.url("/update"))
-		if err == nil {
-			var st update.Status
-			json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
+		var st update.Status
+		if err := c.Do(context.Background(), "GET", "/update", nil, &st); err == nil {
 			if st.State.Phase == phase {
 				return
 			}
