@@ -1,23 +1,38 @@
-// Package cell is the one place where the cell's capabilities are carried out: the
-// setup wizard, accounts and sessions, the config, status and health, and the audit
-// log. HTTP handlers call it through small interfaces and never touch storage, the
-// kernel or the audit log themselves. A capability that spans several parts stores
-// first and applies from what was stored, so a failure part-way leaves nothing
-// half-applied.
+// Package cell is the composition root: it builds every capability of the cell
+// over one database, wires the effects that cross capabilities (hooks run in
+// the storing transaction), and runs the background work (the reconcile loop,
+// the health loop) from Start until Close. It has no business methods: the
+// capabilities are its fields, and the daemon hands them to the HTTP API.
+//
+// The capabilities, each in its own package with a doc that says what it
+// owns: accounts (users, sessions, hashing, login throttle), audit (the
+// tamper-evident log), setup (the first-run wizard), settings (the config
+// document), peers (peers, policy, forwards, WireGuard status) and health (the
+// parts registry). The reconcile loop (cell/reconcile) is the only caller of
+// the kernel parts; plan, config, fault and names are leaves they all share.
+// Capabilities never import each other; layers_test.go at the module root
+// holds that.
 package cell
 
 import (
 	"context"
-	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
 
+	"github.com/pic-cell/cell/cell/accounts"
+	"github.com/pic-cell/cell/cell/audit"
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/health"
 	"github.com/pic-cell/cell/cell/logs"
+	"github.com/pic-cell/cell/cell/peers"
+	"github.com/pic-cell/cell/cell/reconcile"
+	"github.com/pic-cell/cell/cell/settings"
+	"github.com/pic-cell/cell/cell/setup"
+	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -25,10 +40,13 @@ import (
 // (-ldflags "-X github.com/pic-cell/cell/cell.Version=...").
 var Version = "dev"
 
-// Options are what the daemon hands the cell at start.
+// Options are what the daemon hands the cell.
 type Options struct {
-	DB   *storage.DB
-	Logs *logs.Book
+	DB   *storage.DB // required
+	Logs *logs.Book  // required
+	// Network is the kernel side; the zero value (no Open) runs the cell
+	// without a tunnel (the wireguard part then says not_configured).
+	Network reconcile.Network
 	// Now and Rand are injectable for tests; nil means the real clock and crypto/rand.
 	Now  func() time.Time
 	Rand io.Reader
@@ -37,34 +55,26 @@ type Options struct {
 	HashMemoryKiB uint32
 }
 
-// Cell is the running cell.
+// Cell is the running cell: its capabilities, and the loops Start runs.
 type Cell struct {
-	db     *storage.DB
-	logs   *logs.Book
+	DB       *storage.DB
+	Logs     *logs.Book
+	Config   *config.Registry
+	Audit    *audit.Log
+	Accounts *accounts.Accounts
+	Setup    *setup.Wizard
+	Settings *settings.Settings
+	Peers    *peers.Peers
+	Health   *health.Health
+	Network  *reconcile.Loop // nil when Options.Network has no Open
+
 	log    *slog.Logger
-	audlog *slog.Logger
-	now    func() time.Time
-	rand   io.Reader
-
-	hasher   *hasher
-	throttle *throttle
-	signer   ed25519.PrivateKey
-
-	partsMu sync.RWMutex
-	parts   map[string]func(context.Context) storage.PartStatus
-
-	cfgMu sync.Mutex // serialises read-modify-write of the config document
-
-	net netState // the WireGuard device, firewall and links (network.go)
-
-	vaultMu      sync.Mutex // guards vaultChecked, vaultStatus
-	vaultChecked time.Time
-	vaultStatus  storage.PartStatus
-
-	started time.Time
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
-// New opens the cell over an open database.
+// New builds the cell over an open database. Nothing runs until Start.
 func New(o Options) (*Cell, error) {
 	if o.DB == nil || o.Logs == nil {
 		return nil, errors.New("cell: DB and Logs are required")
@@ -75,74 +85,85 @@ func New(o Options) (*Cell, error) {
 	if o.Rand == nil {
 		o.Rand = rand.Reader
 	}
-	c := &Cell{
-		db:       o.DB,
-		logs:     o.Logs,
-		log:      o.Logs.Logger("cell"),
-		audlog:   o.Logs.Logger("audit"),
-		now:      o.Now,
-		rand:     o.Rand,
-		hasher:   newHasher(o.HashMemoryKiB, o.Rand),
-		throttle: newThrottle(10, 15*time.Minute),
-		parts:    map[string]func(context.Context) storage.PartStatus{},
-		started:  o.Now(),
-	}
-	key, err := c.loadSigner()
-	if err != nil {
+	c := &Cell{DB: o.DB, Logs: o.Logs, log: o.Logs.Logger("cell"), Config: config.NewRegistry()}
+	c.Config.Register(health.Section())
+	var err error
+	if c.Audit, err = audit.Open(o.DB, o.Logs.Logger("audit"), o.Now, o.Rand); err != nil {
 		return nil, err
 	}
-	c.signer = key
-	// A checkpoint from the start on: a log without one is reported as unverifiable.
-	if _, err := c.Checkpoint(); err != nil {
-		return nil, fmt.Errorf("cell: audit checkpoint: %w", err)
+	hasher := accounts.NewHasher(o.HashMemoryKiB, o.Rand)
+	c.Accounts = accounts.New(o.DB, hasher, c.Audit, o.Now, o.Rand)
+	c.Settings = settings.New(o.DB, c.Config, o.Now)
+	c.Health = health.New(o.DB, o.Now, Version, audit.KeyName)
+	c.Health.Register("audit", c.Audit.Check)
+
+	var net peers.Network = offline{}
+	var settle func(context.Context) error
+	if o.Network.Open != nil {
+		c.Network = reconcile.New(o.DB, o.Network, o.Logs.Logger("network"), o.Rand)
+		net, settle = c.Network, c.Network.Sync
+		c.Health.Register("wireguard", c.Network.CheckWireGuard)
+		if o.Network.Firewall != nil {
+			c.Health.Register("firewall", c.Network.CheckFirewall)
+		}
 	}
-	c.RegisterPart("api", func(context.Context) storage.PartStatus { return storage.PartStatus{State: StateOK} })
-	c.RegisterPart("storage", c.checkStorage)
-	c.RegisterPart("audit", c.checkAudit)
-	c.RegisterPart("vault", c.checkVault)
+	c.Setup = setup.New(o.DB, hasher, c.Audit, c.Config, o.Now, settle)
+	c.Peers = peers.New(peers.Options{DB: o.DB, Hasher: hasher, Audit: c.Audit, Network: net, Now: o.Now, Rand: o.Rand,
+		CellKey: func() (wireguard.Key, error) { return reconcile.CellKey(o.DB, o.Rand) }})
 	return c, nil
 }
 
-// DB is the cell's database, for the parts that add stores of their own.
-func (c *Cell) DB() *storage.DB { return c.db }
-
-// Logs is the cell's log book.
-func (c *Cell) Logs() *logs.Book { return c.logs }
-
-// Now is the cell's clock.
-func (c *Cell) Now() time.Time { return c.now() }
-
-// Started is when the cell started.
-func (c *Cell) Started() time.Time { return c.started }
-
-// auditKeyName is the vault entry of the audit checkpoint key.
-const auditKeyName = "audit/checkpoint-key"
-
-// loadSigner returns the audit checkpoint key from the vault, creating it once.
-func (c *Cell) loadSigner() (ed25519.PrivateKey, error) {
-	const name = auditKeyName
-	seed, err := c.db.Vault.Get(name)
-	if errors.Is(err, storage.ErrNotFound) {
-		seed = make([]byte, ed25519.SeedSize)
-		if _, err := io.ReadFull(c.rand, seed); err != nil {
-			return nil, fmt.Errorf("cell: audit key: %w", err)
-		}
-		if err := c.db.Vault.Put(name, seed); err != nil {
-			return nil, fmt.Errorf("cell: audit key: %w", err)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("cell: audit key: %w", err)
+// Start runs the reconcile loop (which builds the network from the database at
+// once) and the health loop until Close. A part that fails to come up leaves the
+// cell running, degraded: the health says why.
+func (c *Cell) Start(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	if c.Network != nil {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.Network.Run(ctx) }()
 	}
-	if len(seed) != ed25519.SeedSize {
-		return nil, fmt.Errorf("cell: audit key in the vault is damaged")
-	}
-	return ed25519.NewKeyFromSeed(seed), nil
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.Health.Run(ctx, func(err error) { c.log.Error("health check", "err", err) },
+			func() {
+				if _, err := c.Audit.Checkpoint(); err != nil {
+					c.log.Error("audit checkpoint", "err", err)
+				}
+			},
+			func() {
+				if n, err := c.Accounts.PruneSessions(); err != nil {
+					c.log.Error("prune sessions", "err", err)
+				} else if n > 0 {
+					c.log.Debug("pruned expired sessions", "count", n)
+				}
+			})
+	}()
 }
 
-func (c *Cell) randomBytes(n int) []byte {
-	b := make([]byte, n)
-	if _, err := io.ReadFull(c.rand, b); err != nil {
-		panic("cell: the random source failed: " + err.Error())
+// Settle waits until the network has applied everything committed so far (at
+// start: the first build from the database).
+func (c *Cell) Settle(ctx context.Context) error {
+	if c.Network == nil {
+		return nil
 	}
-	return b
+	return c.Network.Sync(ctx)
+}
+
+// Close stops the loops, waits for them, closes the device (the firewall table
+// stays: a restarting cell keeps filtering) and signs a last audit checkpoint.
+// The caller closes the database after. Calling it again does nothing.
+func (c *Cell) Close() {
+	c.once.Do(func() {
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.wg.Wait()
+		if c.Network != nil {
+			c.Network.Close()
+		}
+		if _, err := c.Audit.Checkpoint(); err != nil {
+			c.log.Error("final audit checkpoint", "err", err)
+		}
+	})
 }

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -27,7 +27,7 @@ func timeParam(req *Request, name string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, v)
 	if err != nil {
-		return t, cell.Invalid("invalid_"+name, "%s must be a time such as 2026-01-02T15:04:05Z", name)
+		return t, fault.Invalid("invalid_"+name, "%s must be a time such as 2026-01-02T15:04:05Z", name)
 	}
 	return t, nil
 }
@@ -51,7 +51,7 @@ func (s *Server) auditQuery(req *Request) (any, error) {
 	if f.Offset, err = intParam(req, "offset", 0, 0, 1<<31-1); err != nil {
 		return nil, err
 	}
-	entries, total, err := s.deps.Audit.AuditQuery(f)
+	entries, total, err := s.deps.Audit.Query(f)
 	if err != nil {
 		return nil, err
 	}
@@ -73,10 +73,10 @@ func (s *Server) auditExport(req *Request) (any, error) {
 		format = "csv"
 	}
 	if format != "csv" && format != "json" {
-		return nil, cell.Invalid("invalid_format", "format must be csv or json")
+		return nil, fault.Invalid("invalid_format", "format must be csv or json")
 	}
 	var entries []storage.Entry
-	cp, err := s.deps.Audit.AuditExport(func(e storage.Entry) error {
+	cp, err := s.deps.Audit.Export(func(e storage.Entry) error {
 		entries = append(entries, e)
 		return nil
 	})
@@ -116,12 +116,12 @@ func EncodeCSV(entries []storage.Entry, cp storage.Checkpoint) ([]byte, error) {
 }
 
 func (s *Server) auditVerify(req *Request) (any, error) {
-	v, err := s.deps.Audit.VerifyAudit()
+	v, err := s.deps.Audit.Verify()
 	if err != nil {
 		return nil, err
 	}
 	return struct {
 		storage.Verification
 		PublicKey string `json:"public_key"`
-	}{v, hex.EncodeToString(s.deps.Audit.AuditPublicKey())}, nil
+	}{v, hex.EncodeToString(s.deps.Audit.PublicKey())}, nil
 }

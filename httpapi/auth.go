@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
 )
 
 func (s *Server) authRoutes() []Route {
@@ -51,7 +51,7 @@ func (s *Server) login(req *Request) (any, error) {
 		req.Actor = in.Username
 	}
 	if !s.isSetupDone() {
-		return nil, cell.Errorf(cell.ErrSetupNeeded, "setup_required", "the cell is not set up yet: complete the wizard under /api/setup first")
+		return nil, fault.Errorf(fault.ErrSetupNeeded, "setup_required", "the cell is not set up yet: complete the wizard under /api/setup first")
 	}
 	id, sess, err := s.deps.Auth.Login(in.Username, in.Password, req.SourceIP, req.SessionID)
 	if err != nil {
@@ -90,9 +90,10 @@ func (s *Server) changePassword(req *Request) (any, error) {
 	if err := req.Decode(&in); err != nil {
 		return nil, err
 	}
-	if err := s.deps.Auth.ChangePassword(*req.Session, in.Current, in.New); err != nil {
+	if err := s.deps.Auth.ChangePassword(*req.Session, in.Current, in.New, s.auditEntry(req, nil)); err != nil {
 		return nil, err
 	}
+	req.Audited()
 	return map[string]bool{"ok": true}, nil
 }
 
@@ -109,9 +110,10 @@ func (s *Server) resetPassword(req *Request) (any, error) {
 	if len(in.Username) <= 64 {
 		req.TargetID = in.Username
 	}
-	if err := s.deps.Auth.ResetPassword(in.Username, in.New); err != nil {
+	if err := s.deps.Auth.ResetPassword(*req.Session, in.Username, in.New, s.auditEntry(req, nil)); err != nil {
 		return nil, err
 	}
+	req.Audited()
 	return map[string]bool{"ok": true}, nil
 }
 

@@ -33,7 +33,7 @@ func TestLoginSessionsAndPasswords(t *testing.T) {
 	if second == first {
 		t.Fatal("the session id did not change at login")
 	}
-	if _, err := e.cell.Session(first); err == nil {
+	if _, err := e.cell.Accounts.Session(first); err == nil {
 		t.Fatal("the old session still works after login")
 	}
 	// Other browsers; change-password ends them but not the caller's.
@@ -108,7 +108,7 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatalf("11th failure from one address: %d", r.status)
 	}
 	// Refusals are audited.
-	entries, total, _ := e.cell.AuditQuery(storage.Filter{Action: "auth.login", Result: "too_many_attempts"})
+	entries, total, _ := e.cell.Audit.Query(storage.Filter{Action: "auth.login", Result: "too_many_attempts"})
 	if total < 2 || entries[0].TargetID != "admin" {
 		t.Fatalf("throttled logins audited: %d %+v", total, entries)
 	}
@@ -142,7 +142,7 @@ func TestConfigMergePatch(t *testing.T) {
 	if cfg.Cell.Name != "attic" || cfg.Network.WGPort != 51999 {
 		t.Fatalf("a refused change altered the config: %+v", cfg)
 	}
-	entries, _, _ := e.cell.AuditQuery(storage.Filter{Action: "config.update", Result: "ok"})
+	entries, _, _ := e.cell.Audit.Query(storage.Filter{Action: "config.update", Result: "ok"})
 	if len(entries) != 1 || entries[0].Details["cell.name"] != "attic" || entries[0].Actor != "admin" {
 		t.Fatalf("audit of the change: %+v", entries)
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/health"
 	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/httpapi"
 	"github.com/pic-cell/cell/storage"
@@ -42,7 +43,7 @@ func benchCell(b *testing.B, hashKiB uint32) *httptest.Server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := httptest.NewServer(httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book}).Handler())
+	srv := httptest.NewServer(httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book}).Handler())
 	b.Cleanup(func() {
 		srv.Close()
 		db.Close()
@@ -144,8 +145,8 @@ func BenchmarkStatusVsBare(b *testing.B) {
 	api := benchClient(srv.URL, workers)
 	api.login(b)
 	body := api.must(b, "GET", "/api/status", "")
-	var st cell.Status
-	if err := json.Unmarshal(body, &st); err != nil || st.Parts["api"].State != cell.StateOK {
+	var st health.Status
+	if err := json.Unmarshal(body, &st); err != nil || st.Parts["api"].State != storage.StateOK {
 		b.Fatalf("GET /api/status: %v %s", err, body)
 	}
 	bare := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -3,7 +3,8 @@ package httpapi
 import (
 	"strconv"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
+	"github.com/pic-cell/cell/storage"
 )
 
 func (s *Server) coreRoutes() []Route {
@@ -19,20 +20,20 @@ func (s *Server) coreRoutes() []Route {
 // health is public: it says whether the cell answers and its overall state, nothing
 // that helps an attacker.
 func (s *Server) health(req *Request) (any, error) {
-	st := s.deps.Core.Status(req.Context())
-	return map[string]any{"ok": st.State != cell.StateDown, "state": st.State, "version": st.Version, "setup_complete": s.isSetupDone()}, nil
+	st := s.deps.Health.Status(req.Context())
+	return map[string]any{"ok": st.State != storage.StateDown, "state": st.State, "version": st.Version, "setup_complete": s.isSetupDone()}, nil
 }
 
-func (s *Server) status(req *Request) (any, error) { return s.deps.Core.Status(req.Context()), nil }
+func (s *Server) status(req *Request) (any, error) { return s.deps.Health.Status(req.Context()), nil }
 
-func (s *Server) getConfig(req *Request) (any, error) { return s.deps.Core.Config() }
+func (s *Server) getConfig(req *Request) (any, error) { return s.deps.Settings.Config() }
 
 func (s *Server) putConfig(req *Request) (any, error) {
 	raw, err := req.Body()
 	if err != nil {
 		return nil, err
 	}
-	cfg, _, err := s.deps.Core.PatchConfig(raw, s.auditEntry(req, nil))
+	cfg, _, err := s.deps.Settings.PatchConfig(raw, s.auditEntry(req, nil))
 	if err != nil {
 		return nil, err
 	}
@@ -45,7 +46,7 @@ func (s *Server) healthHistory(req *Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	recs, err := s.deps.Core.HealthHistory(limit)
+	recs, err := s.deps.Health.History(limit)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +61,7 @@ func intParam(req *Request, name string, def, min, max int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < min || n > max {
-		return 0, cell.Invalid("invalid_"+name, "%s must be a whole number from %d to %d", name, min, max)
+		return 0, fault.Invalid("invalid_"+name, "%s must be a whole number from %d to %d", name, min, max)
 	}
 	return n, nil
 }

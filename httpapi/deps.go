@@ -5,59 +5,68 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/accounts"
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/health"
 	"github.com/pic-cell/cell/cell/logs"
+	"github.com/pic-cell/cell/cell/setup"
 	"github.com/pic-cell/cell/storage"
 )
 
-// The small interfaces the API needs; *cell.Cell implements them all, tests may fake
-// any one.
+// The small interfaces the API needs, one per capability (cell/<capability>
+// implements each); tests may fake any one. Every change takes the audit entry
+// the HTTP layer built (actor, source, action) and stores it in the change's
+// own transaction; the handler then calls req.Audited().
 
-// Wizard is the first-run setup wizard.
+// Wizard is the first-run setup wizard (cell/setup).
 type Wizard interface {
-	SetupStatus() (cell.SetupStatus, error)
+	Status() (setup.Status, error)
 	SetupComplete() (bool, error)
-	CurrentStep() (cell.Step, error)
-	SubmitStep(name string, data json.RawMessage) error
-	CompleteSetup() (admin string, err error)
+	CurrentStep() (setup.Step, error)
+	SubmitStep(name string, data json.RawMessage, audit storage.Entry) error
+	CompleteSetup(ctx context.Context, audit storage.Entry) (admin string, err error)
 }
 
-// Accounts is accounts and sessions.
+// Accounts is accounts and sessions (cell/accounts).
 type Accounts interface {
 	Login(username, password, sourceIP, oldID string) (string, storage.Session, error)
 	Session(id string) (storage.Session, error)
 	Logout(id string) error
-	ChangePassword(s storage.Session, current, next string) error
-	ResetPassword(username, next string) error
-	Users() ([]cell.UserInfo, error)
+	ChangePassword(s storage.Session, current, next string, audit storage.Entry) error
+	ResetPassword(by storage.Session, username, next string, audit storage.Entry) error
+	Users() ([]accounts.UserInfo, error)
 }
 
-// Core is the config, status and health history.
-type Core interface {
-	Config() (cell.Config, error)
-	// PatchConfig stores the change and its audit entry (given, details added) in
-	// one transaction.
-	PatchConfig(patch []byte, audit storage.Entry) (cell.Config, []string, error)
-	Status(ctx context.Context) cell.Status
-	HealthHistory(limit int) ([]storage.HealthRecord, error)
+// Settings is the config document (cell/settings).
+type Settings interface {
+	Config() (config.Doc, error)
+	PatchConfig(patch []byte, audit storage.Entry) (config.Doc, []string, error)
 }
 
-// Auditor is the audit log.
+// Health is the parts' status and the health history (cell/health).
+type Health interface {
+	Status(ctx context.Context) health.Status
+	History(limit int) ([]storage.HealthRecord, error)
+}
+
+// Auditor is the audit log (cell/audit).
 type Auditor interface {
 	Record(e storage.Entry) (storage.Entry, error)
-	AuditQuery(f storage.Filter) ([]storage.Entry, int, error)
-	VerifyAudit() (storage.Verification, error)
-	AuditExport(fn func(storage.Entry) error) (storage.Checkpoint, error)
-	AuditPublicKey() ed25519.PublicKey
+	Query(f storage.Filter) ([]storage.Entry, int, error)
+	Verify() (storage.Verification, error)
+	Export(fn func(storage.Entry) error) (storage.Checkpoint, error)
+	PublicKey() ed25519.PublicKey
 }
 
 // Deps are the parts the API is built over.
 type Deps struct {
-	Setup Wizard
-	Auth  Accounts
-	Core  Core
-	Audit Auditor
-	Logs  *logs.Book
+	Version  string // the firmware's version, for /api/system/info off the image
+	Setup    Wizard
+	Auth     Accounts
+	Settings Settings
+	Health   Health
+	Audit    Auditor
+	Logs     *logs.Book
 	// Peers and Routing are the WireGuard peers and routing areas
 	// (peers.go, peer.go, wireguard.go, routing.go); nil leaves them out.
 	Peers   PeerService

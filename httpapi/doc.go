@@ -19,9 +19,9 @@
 //
 // A handler is func(*Request) (any, error). The value is written as JSON with 200 (or
 // Route.Status); a Raw value is written as it is (CSV, PNG, text). An error is mapped
-// to a status in one place (errors.go) from the kinds in package cell (cell.ErrInvalid
-// → 400, storage.ErrNotFound → 404, cell.ErrConflict → 409, ...); use cell.Errorf or
-// cell.Invalid to give a code and a message a person understands. Decode bodies with
+// to a status in one place (errors.go) from the kinds in package cell (fault.ErrInvalid
+// → 400, storage.ErrNotFound → 404, fault.ErrConflict → 409, ...); use fault.Errorf or
+// fault.Invalid to give a code and a message a person understands. Decode bodies with
 // req.Decode(&v): strict (unknown fields are 400), capped (1 MiB unless
 // Route.MaxBody), JSON only.
 //

@@ -56,7 +56,7 @@ func openEnv(t *testing.T, dir string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := New(Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c}).With(SystemRoutes(nil))
+	api := New(depsOf(c)).With(SystemRoutes(nil))
 	srv := httptest.NewServer(api.Handler())
 	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}
 	t.Cleanup(e.close)
@@ -185,7 +185,7 @@ func (e *env) login(user, password string) *client {
 // creates them in production).
 func (e *env) addPeerUser(name, password string) {
 	e.t.Helper()
-	hash, err := e.cell.HashPassword(password)
+	hash, err := e.cell.Accounts.Hasher().Hash(password)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -203,3 +203,9 @@ func mustURL(s string) *url.URL {
 }
 
 func urlq(s string) string { return url.QueryEscape(s) }
+
+// depsOf is the API over a whole cell, wired as the daemon wires it.
+func depsOf(c *cell.Cell) Deps {
+	return Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health,
+		Audit: c.Audit, Logs: c.Logs, Peers: c.Peers, Routing: c.Peers}
+}

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -19,7 +19,7 @@ type apiError struct {
 
 // statusOf is the one place that maps errors to HTTP statuses.
 func statusOf(err error) (status int, code, message string) {
-	var ce *cell.Error
+	var ce *fault.Error
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
@@ -30,27 +30,27 @@ func statusOf(err error) (status int, code, message string) {
 		message = err.Error()
 	}
 	switch {
-	case errors.Is(err, cell.ErrInvalid):
+	case errors.Is(err, fault.ErrInvalid):
 		status = http.StatusBadRequest
-	case errors.Is(err, cell.ErrUnauthorized):
+	case errors.Is(err, fault.ErrUnauthorized):
 		status = http.StatusUnauthorized
-	case errors.Is(err, cell.ErrForbidden):
+	case errors.Is(err, fault.ErrForbidden):
 		status = http.StatusForbidden
 	case errors.Is(err, storage.ErrNotFound):
 		status = http.StatusNotFound
-	case errors.Is(err, cell.ErrSetupNeeded):
+	case errors.Is(err, fault.ErrSetupNeeded):
 		status = http.StatusConflict
 	case errors.Is(err, storage.ErrConflict), errors.Is(err, storage.ErrExists):
 		status = http.StatusConflict
-	case errors.Is(err, cell.ErrTooMany):
+	case errors.Is(err, fault.ErrTooMany):
 		status = http.StatusTooManyRequests
-	case errors.Is(err, cell.ErrTooLarge):
+	case errors.Is(err, fault.ErrTooLarge):
 		status = http.StatusRequestEntityTooLarge
 	case errors.Is(err, errMethod):
 		status = http.StatusMethodNotAllowed
 	case errors.Is(err, errMediaType):
 		status = http.StatusUnsupportedMediaType
-	case errors.Is(err, cell.ErrUnavailable):
+	case errors.Is(err, fault.ErrUnavailable):
 		status = http.StatusServiceUnavailable
 	default:
 		// Not a kind the cell names: a fault of ours, not of the input. The message

@@ -3,7 +3,7 @@ package httpapi
 import (
 	"sort"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
 	"github.com/pic-cell/cell/cell/logs"
 )
 
@@ -31,7 +31,7 @@ func (s *Server) logsRecent(req *Request) (any, error) {
 func (s *Server) logsSearch(req *Request) (any, error) {
 	q := req.URL.Query().Get("q")
 	if q == "" || len(q) > 256 {
-		return nil, cell.Invalid("invalid_q", "q must be 1–256 characters of text to look for")
+		return nil, fault.Invalid("invalid_q", "q must be 1–256 characters of text to look for")
 	}
 	n, err := intParam(req, "lines", 500, 1, 5000)
 	if err != nil {
@@ -58,7 +58,7 @@ func (s *Server) putVerbosity(req *Request) (any, error) {
 		return nil, err
 	}
 	if len(in.Levels) == 0 {
-		return nil, cell.Invalid("invalid_levels", `levels must name at least one component, such as {"levels": {"api": "debug"}}`)
+		return nil, fault.Invalid("invalid_levels", `levels must name at least one component, such as {"levels": {"api": "debug"}}`)
 	}
 	known := s.deps.Logs.Levels()
 	names := make([]string, 0, len(in.Levels))
@@ -68,10 +68,10 @@ func (s *Server) putVerbosity(req *Request) (any, error) {
 	sort.Strings(names)
 	for _, name := range names { // check all before changing any
 		if _, ok := known[name]; !ok {
-			return nil, cell.Invalid("unknown_component", "no component named %q (known: %v)", name, sortedKeys(known))
+			return nil, fault.Invalid("unknown_component", "no component named %q (known: %v)", name, sortedKeys(known))
 		}
 		if _, err := logs.ParseLevel(in.Levels[name]); err != nil {
-			return nil, cell.Invalid("invalid_level", "%v", err)
+			return nil, fault.Invalid("invalid_level", "%v", err)
 		}
 	}
 	for _, name := range names {

@@ -1,22 +1,24 @@
 package httpapi
 
 import (
-	"strings"
+	"context"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/names"
+	"github.com/pic-cell/cell/cell/peers"
+	"github.com/pic-cell/cell/storage"
 )
 
 // PeerService is the peers area's view of the cell.
 type PeerService interface {
-	ListPeers() ([]cell.PeerView, error)
-	Peer(name string) (cell.PeerView, error)
-	CreatePeer(in cell.NewPeer) (cell.CreatedPeer, error)
-	UpdatePeer(name string, ch cell.PeerChange) (cell.PeerView, error)
-	DeletePeer(name string) error
+	ListPeers() ([]peers.PeerView, error)
+	Peer(name string) (peers.PeerView, error)
+	CreatePeer(ctx context.Context, in peers.NewPeer, audit storage.Entry) (peers.CreatedPeer, error)
+	UpdatePeer(ctx context.Context, name string, ch peers.PeerChange, audit storage.Entry) (peers.PeerView, error)
+	DeletePeer(ctx context.Context, name string, audit storage.Entry) error
 	PeerConfig(name string) (string, error)
 	PeerQR(name, format string) ([]byte, string, error)
-	PeerServiceCredentials(name string) ([]cell.ServiceCredential, error)
-	WireGuardStatus() (cell.WireGuardStatus, error)
+	PeerServiceCredentials(name string) ([]peers.ServiceCredential, error)
+	WireGuardStatus() (peers.WireGuardStatus, error)
 }
 
 func (s *Server) peerRoutes() []Route {
@@ -35,7 +37,7 @@ func (s *Server) peerRoutes() []Route {
 // targetName records a path's peer name for the audit log, when it is one.
 func targetName(req *Request) string {
 	name := req.Params.ByName("name")
-	if cell.ValidLabel(name) {
+	if names.ValidLabel(name) {
 		req.TargetID = name
 	}
 	return name
@@ -50,20 +52,18 @@ func (s *Server) listPeers(req *Request) (any, error) {
 }
 
 func (s *Server) createPeer(req *Request) (any, error) {
-	var in cell.NewPeer
+	var in peers.NewPeer
 	if err := req.Decode(&in); err != nil {
 		return nil, err
 	}
-	if cell.ValidLabel(in.Name) {
+	if names.ValidLabel(in.Name) {
 		req.TargetID = in.Name
 	}
-	out, err := s.deps.Peers.CreatePeer(in)
+	out, err := s.deps.Peers.CreatePeer(req.Context(), in, s.auditEntry(req, nil))
 	if err != nil {
 		return nil, err
 	}
-	req.Detail("ipv4", out.Peer.IPv4.String())
-	req.Detail("key_source", out.Peer.KeySource)
-	req.Detail("route", out.Peer.Route)
+	req.Audited()
 	return out, nil
 }
 
@@ -71,28 +71,23 @@ func (s *Server) getPeer(req *Request) (any, error) { return s.deps.Peers.Peer(t
 
 func (s *Server) updatePeer(req *Request) (any, error) {
 	name := targetName(req)
-	var ch cell.PeerChange
+	var ch peers.PeerChange
 	if err := req.Decode(&ch); err != nil {
 		return nil, err
 	}
-	var changed []string
-	if ch.Enabled != nil {
-		changed = append(changed, "enabled")
+	out, err := s.deps.Peers.UpdatePeer(req.Context(), name, ch, s.auditEntry(req, nil))
+	if err != nil {
+		return nil, err
 	}
-	if ch.Route != nil {
-		changed = append(changed, "route")
-	}
-	if ch.Description != nil {
-		changed = append(changed, "description")
-	}
-	req.Detail("changed", strings.Join(changed, ","))
-	return s.deps.Peers.UpdatePeer(name, ch)
+	req.Audited()
+	return out, nil
 }
 
 func (s *Server) deletePeer(req *Request) (any, error) {
-	if err := s.deps.Peers.DeletePeer(targetName(req)); err != nil {
+	if err := s.deps.Peers.DeletePeer(req.Context(), targetName(req), s.auditEntry(req, nil)); err != nil {
 		return nil, err
 	}
+	req.Audited()
 	return map[string]any{"deleted": req.Params.ByName("name")}, nil
 }
 

@@ -1,19 +1,21 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
+	"github.com/pic-cell/cell/cell/peers"
 	"github.com/pic-cell/cell/storage"
 )
 
 // RoutingService is the routing area's view of the cell.
 type RoutingService interface {
-	Routing() (cell.RoutingView, error)
-	SetPeerPolicy(name string, ch cell.PolicyChange) (cell.PeerPolicyView, error)
-	AddForward(in cell.NewForward) (storage.Forward, error)
-	DeleteForward(ref cell.ForwardRef) error
+	Routing() (peers.RoutingView, error)
+	SetPeerPolicy(ctx context.Context, name string, ch peers.PolicyChange, audit storage.Entry) (peers.PeerPolicyView, error)
+	AddForward(ctx context.Context, in peers.NewForward, audit storage.Entry) (storage.Forward, error)
+	DeleteForward(ctx context.Context, ref peers.ForwardRef, audit storage.Entry) error
 }
 
 func (s *Server) routingRoutes() []Route {
@@ -30,17 +32,15 @@ func (s *Server) routing(req *Request) (any, error) { return s.deps.Routing.Rout
 
 func (s *Server) setPeerPolicy(req *Request) (any, error) {
 	name := targetName(req)
-	var ch cell.PolicyChange
+	var ch peers.PolicyChange
 	if err := req.Decode(&ch); err != nil {
 		return nil, err
 	}
-	out, err := s.deps.Routing.SetPeerPolicy(name, ch)
+	out, err := s.deps.Routing.SetPeerPolicy(req.Context(), name, ch, s.auditEntry(req, nil))
 	if err != nil {
 		return nil, err
 	}
-	req.Detail("internet", out.Internet)
-	req.Detail("lan", out.LAN)
-	req.Detail("peers", out.Peers)
+	req.Audited()
 	return out, nil
 }
 
@@ -53,29 +53,28 @@ func (s *Server) listForwards(req *Request) (any, error) {
 }
 
 func (s *Server) addForward(req *Request) (any, error) {
-	var in cell.NewForward
+	var in peers.NewForward
 	if err := req.Decode(&in); err != nil {
 		return nil, err
 	}
-	f, err := s.deps.Routing.AddForward(in)
+	f, err := s.deps.Routing.AddForward(req.Context(), in, s.auditEntry(req, nil))
 	if err != nil {
 		return nil, err
 	}
-	req.TargetID = fmt.Sprintf("%s/%d", f.Proto, f.Port)
-	req.Detail("peer", f.Peer)
-	req.Detail("to_port", fmt.Sprint(f.ToPort))
+	req.Audited()
 	return f, nil
 }
 
 func (s *Server) deleteForward(req *Request) (any, error) {
 	port, err := strconv.Atoi(req.Params.ByName("port"))
 	if err != nil {
-		return nil, cell.Invalid("invalid_port", "the port in the path must be a number from 1 to 65535")
+		return nil, fault.Invalid("invalid_port", "the port in the path must be a number from 1 to 65535")
 	}
-	in := cell.ForwardRef{Proto: req.Params.ByName("proto"), Port: port}
-	if err := s.deps.Routing.DeleteForward(in); err != nil {
+	in := peers.ForwardRef{Proto: req.Params.ByName("proto"), Port: port}
+	req.TargetID = fmt.Sprintf("%s/%d", in.Proto, in.Port)
+	if err := s.deps.Routing.DeleteForward(req.Context(), in, s.auditEntry(req, nil)); err != nil {
 		return nil, err
 	}
-	req.TargetID = fmt.Sprintf("%s/%d", in.Proto, in.Port)
+	req.Audited()
 	return map[string]any{"deleted": req.TargetID}, nil
 }

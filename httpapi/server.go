@@ -20,7 +20,7 @@ import (
 
 	"github.com/julienschmidt/httprouter"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -104,7 +104,7 @@ func (r *Request) Decode(dst any) error {
 		return err
 	}
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return cell.Invalid("empty_body", "a JSON body is required")
+		return fault.Invalid("empty_body", "a JSON body is required")
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -113,15 +113,15 @@ func (r *Request) Decode(dst any) error {
 		var typ *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &syn), errors.Is(err, io.ErrUnexpectedEOF):
-			return cell.Invalid("malformed_json", "the body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
+			return fault.Invalid("malformed_json", "the body is not valid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
 		case errors.As(err, &typ):
-			return cell.Invalid("invalid_field", "field %q must be a %s", typ.Field, typ.Type)
+			return fault.Invalid("invalid_field", "field %q must be a %s", typ.Field, typ.Type)
 		default:
-			return cell.Invalid("invalid_body", "%s", strings.TrimPrefix(err.Error(), "json: "))
+			return fault.Invalid("invalid_body", "%s", strings.TrimPrefix(err.Error(), "json: "))
 		}
 	}
 	if dec.More() {
-		return cell.Invalid("malformed_json", "the body must hold exactly one JSON value")
+		return fault.Invalid("malformed_json", "the body must hold exactly one JSON value")
 	}
 	return nil
 }
@@ -330,10 +330,10 @@ func (s *Server) authorize(req *Request) (any, error) {
 		limit = DefaultMaxBody
 	}
 	if req.ContentLength > limit {
-		return nil, cell.Errorf(cell.ErrTooLarge, "body_too_large", "the request body is larger than the %d bytes this endpoint accepts", limit)
+		return nil, fault.Errorf(fault.ErrTooLarge, "body_too_large", "the request body is larger than the %d bytes this endpoint accepts", limit)
 	}
 	if mutating(req.Method) && crossSite(req.Request) {
-		return nil, cell.Errorf(cell.ErrForbidden, "cross_site", "requests from another site are refused")
+		return nil, fault.Errorf(fault.ErrForbidden, "cross_site", "requests from another site are refused")
 	}
 	if c, err := req.Cookie(SessionCookie); err == nil && c.Value != "" {
 		req.SessionID = c.Value
@@ -345,28 +345,28 @@ func (s *Server) authorize(req *Request) (any, error) {
 		return nil, nil
 	}
 	if !s.isSetupDone() {
-		return nil, cell.Errorf(cell.ErrSetupNeeded, "setup_required", "the cell is not set up yet: complete the wizard under /api/setup first")
+		return nil, fault.Errorf(fault.ErrSetupNeeded, "setup_required", "the cell is not set up yet: complete the wizard under /api/setup first")
 	}
 	if req.Session == nil {
-		return nil, cell.Errorf(cell.ErrUnauthorized, "not_logged_in", "log in first: POST /api/auth/login")
+		return nil, fault.Errorf(fault.ErrUnauthorized, "not_logged_in", "log in first: POST /api/auth/login")
 	}
 	switch rt.Access {
 	case Admin:
 		if req.Session.Role != storage.RoleAdmin {
-			return nil, cell.Errorf(cell.ErrForbidden, "wrong_role", "this needs an admin account")
+			return nil, fault.Errorf(fault.ErrForbidden, "wrong_role", "this needs an admin account")
 		}
 	case Peer:
 		if req.Session.Role != storage.RolePeer {
-			return nil, cell.Errorf(cell.ErrForbidden, "wrong_role", "this is for a peer's own login")
+			return nil, fault.Errorf(fault.ErrForbidden, "wrong_role", "this is for a peer's own login")
 		}
 	}
 	if rt.Access == Admin && strings.HasPrefix(rt.Path, "/api/peer/") {
-		return nil, cell.Errorf(cell.ErrForbidden, "wrong_role", "this is for a peer's own login")
+		return nil, fault.Errorf(fault.ErrForbidden, "wrong_role", "this is for a peer's own login")
 	}
 	if mutating(req.Method) && !strings.HasPrefix(rt.Path, "/api/auth/") && !strings.HasPrefix(rt.Path, "/api/setup/") {
 		tok := req.Header.Get("X-CSRF-Token")
 		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(req.Session.CSRFToken)) != 1 {
-			return nil, cell.Errorf(cell.ErrForbidden, "bad_csrf_token", "missing or wrong X-CSRF-Token header: get one from GET /api/auth/csrf-token")
+			return nil, fault.Errorf(fault.ErrForbidden, "bad_csrf_token", "missing or wrong X-CSRF-Token header: get one from GET /api/auth/csrf-token")
 		}
 	}
 	return nil, nil

@@ -13,7 +13,7 @@ func (s *Server) setupRoutes() []Route {
 	}
 }
 
-func (s *Server) setupStatus(req *Request) (any, error) { return s.deps.Setup.SetupStatus() }
+func (s *Server) setupStatus(req *Request) (any, error) { return s.deps.Setup.Status() }
 
 func (s *Server) setupStep(req *Request) (any, error) { return s.deps.Setup.CurrentStep() }
 
@@ -30,18 +30,19 @@ func (s *Server) submitStep(req *Request) (any, error) {
 	if len(in.Step) <= 32 {
 		req.TargetID = in.Step
 	}
-	if err := s.deps.Setup.SubmitStep(in.Step, in.Data); err != nil {
+	if err := s.deps.Setup.SubmitStep(in.Step, in.Data, s.auditEntry(req, nil)); err != nil {
 		return nil, err
 	}
-	return s.deps.Setup.SetupStatus()
+	req.Audited()
+	return s.deps.Setup.Status()
 }
 
 func (s *Server) completeSetup(req *Request) (any, error) {
-	admin, err := s.deps.Setup.CompleteSetup()
-	if err != nil {
+	e := s.auditEntry(req, nil)
+	if _, err := s.deps.Setup.CompleteSetup(req.Context(), e); err != nil {
 		return nil, err
 	}
 	s.setupDone.Store(true)
-	req.Detail("admin", admin)
-	return s.deps.Setup.SetupStatus()
+	req.Audited()
+	return s.deps.Setup.Status()
 }

@@ -8,7 +8,7 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/fault"
 	"github.com/pic-cell/cell/firmware/bundle"
 	"github.com/pic-cell/cell/firmware/update"
 )
@@ -39,7 +39,7 @@ func SystemRoutes(fw Firmware) func(*Server) []Route {
 			}
 		}
 		return []Route{
-			{Method: "GET", Path: "/api/system/info", Access: Admin, Handle: func(req *Request) (any, error) { return systemInfo(fw) }},
+			{Method: "GET", Path: "/api/system/info", Access: Admin, Handle: func(req *Request) (any, error) { return systemInfo(fw, s.deps.Version) }},
 			{Method: "GET", Path: "/api/system/update", Access: Admin, Handle: func(req *Request) (any, error) { return updateStatus(fw) }},
 			{Method: "POST", Path: "/api/system/update", Access: Admin, Action: "system.update", TargetType: "firmware",
 				MaxBody: max, Status: 202, Handle: func(req *Request) (any, error) { return installUpdate(fw, req, max) }},
@@ -47,9 +47,9 @@ func SystemRoutes(fw Firmware) func(*Server) []Route {
 	}
 }
 
-func systemInfo(fw Firmware) (any, error) {
+func systemInfo(fw Firmware, version string) (any, error) {
 	if fw == nil {
-		return update.Info{Version: cell.Version, Target: "host-" + runtime.GOARCH,
+		return update.Info{Version: version, Target: "host-" + runtime.GOARCH,
 			UptimeSeconds: int64(time.Since(processStart).Seconds())}, nil
 	}
 	return fw.Info()
@@ -62,7 +62,7 @@ func updateStatus(fw Firmware) (any, error) {
 	return fw.Status()
 }
 
-var errNoFirmware = cell.Errorf(cell.ErrUnavailable, "no_firmware", "this cell does not run from a firmware image, so it cannot be updated over the API")
+var errNoFirmware = fault.Errorf(fault.ErrUnavailable, "no_firmware", "this cell does not run from a firmware image, so it cannot be updated over the API")
 
 // installUpdate takes the bundle as the raw request body (not JSON): the
 // firmware checks it completely before writing anything, writes the inactive
@@ -89,21 +89,21 @@ func updateError(err error) error {
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.Is(err, bundle.ErrSignature):
-		return cell.Errorf(cell.ErrInvalid, "bad_signature", "the bundle is not signed by this cell's update key")
+		return fault.Errorf(fault.ErrInvalid, "bad_signature", "the bundle is not signed by this cell's update key")
 	case errors.Is(err, bundle.ErrTarget):
-		return cell.Errorf(cell.ErrInvalid, "wrong_target", "%s", err)
+		return fault.Errorf(fault.ErrInvalid, "wrong_target", "%s", err)
 	case errors.Is(err, bundle.ErrVersion):
-		return cell.Errorf(cell.ErrInvalid, "version_refused", "%s", err)
+		return fault.Errorf(fault.ErrInvalid, "version_refused", "%s", err)
 	case errors.Is(err, bundle.ErrHash):
-		return cell.Errorf(cell.ErrInvalid, "hash_mismatch", "%s", err)
+		return fault.Errorf(fault.ErrInvalid, "hash_mismatch", "%s", err)
 	case errors.Is(err, bundle.ErrFormat):
-		return cell.Errorf(cell.ErrInvalid, "bad_bundle", "%s", err)
+		return fault.Errorf(fault.ErrInvalid, "bad_bundle", "%s", err)
 	case errors.Is(err, bundle.ErrNoKey):
-		return cell.Errorf(cell.ErrConflict, "no_update_key", "this image has no update key: rebuild it with update_public_key in config.json")
+		return fault.Errorf(fault.ErrConflict, "no_update_key", "this image has no update key: rebuild it with update_public_key in config.json")
 	case errors.Is(err, update.ErrBusy):
-		return cell.Errorf(cell.ErrConflict, "update_in_progress", "%s", err)
+		return fault.Errorf(fault.ErrConflict, "update_in_progress", "%s", err)
 	case errors.Is(err, update.ErrTooLarge), errors.As(err, &tooBig):
-		return cell.Errorf(cell.ErrTooLarge, "bundle_too_large", "%s", err)
+		return fault.Errorf(fault.ErrTooLarge, "bundle_too_large", "%s", err)
 	}
 	return err
 }

@@ -61,7 +61,7 @@ func newSystemEnv(t *testing.T, fw Firmware) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := New(Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book}).With(SystemRoutes(fw))
+	api := New(Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book}).With(SystemRoutes(fw))
 	srv := httptest.NewServer(api.Handler())
 	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}
 	t.Cleanup(e.close)
@@ -96,7 +96,7 @@ func TestSystemUpdateRefusalsAndAudit(t *testing.T) {
 			if string(fw.received) != "BUNDLE-BYTES" {
 				t.Errorf("firmware got %q, want the raw body", fw.received)
 			}
-			entries, _, err := e.cell.AuditQuery(storage.Filter{Action: "system.update"})
+			entries, _, err := e.cell.Audit.Query(storage.Filter{Action: "system.update"})
 			if err != nil {
 				t.Fatal(err)
 			}

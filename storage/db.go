@@ -47,6 +47,8 @@ type DB struct {
 	// current, so an ended session is never served from the cache.
 	sessCache sync.Map // hex key -> cachedSession
 	sessGen   atomic.Uint64
+
+	watch watchers // tx.go
 }
 
 // Open opens (creating if needed) DIR/cell.db and the vault identity beside it, and

@@ -16,6 +16,7 @@ type HealthRecord struct {
 // PartStatus is the state of one part of the cell: ok, degraded, down or
 // not_configured, with a short reason.
 type PartStatus struct {
+	// State is one of StateOK, StateDegraded, StateDown, StateNotConfigured.
 	State  string `json:"state"`
 	Reason string `json:"reason,omitempty"`
 }
@@ -66,3 +67,11 @@ func (h Health) Recent(limit int) ([]HealthRecord, error) {
 	})
 	return out, err
 }
+
+// Part states.
+const (
+	StateOK            = "ok"
+	StateDegraded      = "degraded"
+	StateDown          = "down"
+	StateNotConfigured = "not_configured"
+)

@@ -138,8 +138,20 @@ var ErrSubnetFull = fmt.Errorf("the peer subnet is full: %w", ErrConflict)
 // v6. It fails with ErrExists when the name is taken by a peer or a user, and
 // with ErrSubnetFull when v4 has no free address. p's addresses are set on
 // return.
-func (s Peers) Create(p *Peer, v4, v6 netip.Prefix, secrets map[string][]byte, login User) error {
+// within (the audit entry, other capabilities' hooks) runs last in the same
+// transaction.
+func (s Peers) Create(p *Peer, v4, v6 netip.Prefix, secrets map[string][]byte, login User, within Within) error {
+	return s.CreateIn(p, func(*Tx) (netip.Prefix, netip.Prefix, error) { return v4, v6, nil }, secrets, login, within)
+}
+
+// CreateIn is Create with the subnets read inside the transaction (by subnets),
+// so a concurrent change of the config cannot place a peer in the old subnet.
+func (s Peers) CreateIn(p *Peer, subnets func(tx *Tx) (v4, v6 netip.Prefix, err error), secrets map[string][]byte, login User, within Within) error {
 	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		v4, v6, err := subnets(tx)
+		if err != nil {
+			return err
+		}
 		if tx.Bucket(bucketPeers).Get([]byte(p.Name)) != nil {
 			return fmt.Errorf("peer %q: %w", p.Name, ErrExists)
 		}
@@ -162,7 +174,11 @@ func (s Peers) Create(p *Peer, v4, v6 netip.Prefix, secrets map[string][]byte, l
 				return err
 			}
 		}
-		return putUser(tx, login, true)
+		if err := putUser(tx, login, true); err != nil {
+			return err
+		}
+		s.db.changed(tx, Change{Kind: ChangePeer, Key: p.Name})
+		return within.run(tx)
 	})
 }
 
@@ -221,7 +237,7 @@ func be32(b [4]byte) uint32 {
 
 // Update changes a peer with fn inside one transaction; fn may not rename it
 // or change its addresses.
-func (s Peers) Update(name string, fn func(*Peer) error) (Peer, error) {
+func (s Peers) Update(name string, fn func(*Peer) error, within Within) (Peer, error) {
 	var p Peer
 	err := s.db.bolt.Update(func(tx *bolt.Tx) error {
 		var err error
@@ -235,20 +251,29 @@ func (s Peers) Update(name string, fn func(*Peer) error) (Peer, error) {
 		if p.Name != before.Name || p.IPv4 != before.IPv4 || p.IPv6 != before.IPv6 {
 			return fmt.Errorf("peer %q: name and addresses are fixed: %w", name, ErrConflict)
 		}
-		return putPeer(tx, p)
+		if err := putPeer(tx, p); err != nil {
+			return err
+		}
+		s.db.changed(tx, Change{Kind: ChangePeer, Key: name})
+		return within.run(tx)
 	})
 	return p, err
 }
 
 // Delete removes a peer and everything that belongs to it, in one
+// transaction that first runs within (the peer is still there then):
 // transaction: its record and address, its vault secrets, its login and
 // sessions, and the port forwards to it. It returns what was removed.
-func (s Peers) Delete(name string) (Peer, []Forward, error) {
+func (s Peers) Delete(name string, within Within) (Peer, []Forward, error) {
 	var p Peer
 	var fwds []Forward
 	err := s.db.bolt.Update(func(tx *bolt.Tx) error {
 		var err error
 		if p, err = getPeer(tx, name); err != nil {
+			return err
+		}
+		// within sees the peer still stored (hooks read what they remove).
+		if err := within.run(tx); err != nil {
 			return err
 		}
 		if err := tx.Bucket(bucketPeers).Delete([]byte(name)); err != nil {
@@ -283,7 +308,14 @@ func (s Peers) Delete(name string) (Peer, []Forward, error) {
 		if err != nil {
 			return err
 		}
-		return deleteKeys(b, dead)
+		if err := deleteKeys(b, dead); err != nil {
+			return err
+		}
+		s.db.changed(tx, Change{Kind: ChangePeer, Key: name})
+		if len(dead) > 0 {
+			s.db.changed(tx, Change{Kind: ChangeForward})
+		}
+		return nil
 	})
 	return p, fwds, err
 }
@@ -331,7 +363,7 @@ func (s Forwards) List() ([]Forward, error) {
 
 // Create adds a forward; ErrExists when its protocol and port are taken,
 // ErrNotFound when its peer does not exist.
-func (s Forwards) Create(f Forward) error {
+func (s Forwards) Create(f Forward, within Within) error {
 	raw, err := json.Marshal(f)
 	if err != nil {
 		return err
@@ -345,12 +377,16 @@ func (s Forwards) Create(f Forward) error {
 		if b.Get(k) != nil {
 			return fmt.Errorf("forward %s/%d: %w", f.Proto, f.Port, ErrExists)
 		}
-		return b.Put(k, raw)
+		if err := b.Put(k, raw); err != nil {
+			return err
+		}
+		s.db.changed(tx, Change{Kind: ChangeForward})
+		return within.run(tx)
 	})
 }
 
 // Delete removes the forward of proto and port.
-func (s Forwards) Delete(proto string, port uint16) (Forward, error) {
+func (s Forwards) Delete(proto string, port uint16, within Within) (Forward, error) {
 	var f Forward
 	err := s.db.bolt.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketForwards)
@@ -362,7 +398,11 @@ func (s Forwards) Delete(proto string, port uint16) (Forward, error) {
 		if err := json.Unmarshal(raw, &f); err != nil {
 			return err
 		}
-		return b.Delete(k)
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+		s.db.changed(tx, Change{Kind: ChangeForward})
+		return within.run(tx)
 	})
 	return f, err
 }

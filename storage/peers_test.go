@@ -16,7 +16,7 @@ func newPeer(t *testing.T, db *DB, name string) Peer {
 	t.Helper()
 	p := Peer{Name: name, Route: RouteFull, Enabled: true, PublicKey: "pub-" + name}
 	secrets := map[string][]byte{PeerSecret(name, SecretPresharedKey): []byte("psk-" + name)}
-	if err := db.Peers().Create(&p, testV4, testV6, secrets, User{Username: name, Role: RolePeer, PasswordHash: "x"}); err != nil {
+	if err := db.Peers().Create(&p, testV4, testV6, secrets, User{Username: name, Role: RolePeer, PasswordHash: "x"}, nil); err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}
 	return p
@@ -34,7 +34,7 @@ func TestPeersAllocateReuseAndFull(t *testing.T) {
 		t.Errorf("addresses = %v, want %v", got, want)
 	}
 	p := Peer{Name: "late"}
-	err := db.Peers().Create(&p, testV4, testV6, nil, User{Username: "late", Role: RolePeer})
+	err := db.Peers().Create(&p, testV4, testV6, nil, User{Username: "late", Role: RolePeer}, nil)
 	if !errors.Is(err, ErrSubnetFull) || !errors.Is(err, ErrConflict) {
 		t.Errorf("create in a full subnet = %v, want ErrSubnetFull (a conflict)", err)
 	}
@@ -42,7 +42,7 @@ func TestPeersAllocateReuseAndFull(t *testing.T) {
 		t.Errorf("failed create left a user behind: %v", err)
 	}
 	// Freed addresses are reused, lowest first.
-	if _, _, err := db.Peers().Delete("p1"); err != nil {
+	if _, _, err := db.Peers().Delete("p1", nil); err != nil {
 		t.Fatal(err)
 	}
 	if p := newPeer(t, db, "again"); p.IPv4 != netip.MustParseAddr("10.77.0.3") {
@@ -54,14 +54,14 @@ func TestPeersNameTaken(t *testing.T) {
 	db := openTest(t)
 	newPeer(t, db, "bob")
 	p := Peer{Name: "bob"}
-	if err := db.Peers().Create(&p, testV4, testV6, nil, User{Username: "bob", Role: RolePeer}); !errors.Is(err, ErrExists) {
+	if err := db.Peers().Create(&p, testV4, testV6, nil, User{Username: "bob", Role: RolePeer}, nil); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate peer = %v, want ErrExists", err)
 	}
 	if err := db.Users().Create(User{Username: "admin", Role: RoleAdmin}); err != nil {
 		t.Fatal(err)
 	}
 	p = Peer{Name: "admin"}
-	if err := db.Peers().Create(&p, testV4, testV6, nil, User{Username: "admin", Role: RolePeer}); !errors.Is(err, ErrExists) {
+	if err := db.Peers().Create(&p, testV4, testV6, nil, User{Username: "admin", Role: RolePeer}, nil); !errors.Is(err, ErrExists) {
 		t.Errorf("peer named like an admin = %v, want ErrExists", err)
 	}
 }
@@ -70,22 +70,22 @@ func TestPeerDeleteRemovesEverything(t *testing.T) {
 	db := openTest(t)
 	newPeer(t, db, "carol")
 	newPeer(t, db, "dave")
-	if err := db.Forwards().Create(Forward{Proto: "tcp", Port: 8080, Peer: "carol", ToPort: 80}); err != nil {
+	if err := db.Forwards().Create(Forward{Proto: "tcp", Port: 8080, Peer: "carol", ToPort: 80}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Forwards().Create(Forward{Proto: "udp", Port: 9000, Peer: "dave", ToPort: 9000}); err != nil {
+	if err := db.Forwards().Create(Forward{Proto: "udp", Port: 9000, Peer: "dave", ToPort: 9000}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Forwards().Create(Forward{Proto: "tcp", Port: 8080, Peer: "dave", ToPort: 81}); !errors.Is(err, ErrExists) {
+	if err := db.Forwards().Create(Forward{Proto: "tcp", Port: 8080, Peer: "dave", ToPort: 81}, nil); !errors.Is(err, ErrExists) {
 		t.Errorf("forward on a taken port = %v, want ErrExists", err)
 	}
-	if err := db.Forwards().Create(Forward{Proto: "tcp", Port: 1, Peer: "nobody", ToPort: 1}); !errors.Is(err, ErrNotFound) {
+	if err := db.Forwards().Create(Forward{Proto: "tcp", Port: 1, Peer: "nobody", ToPort: 1}, nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("forward to a missing peer = %v, want ErrNotFound", err)
 	}
 	if err := db.Sessions().Create("sess-carol", Session{Username: "carol", Role: RolePeer}, ""); err != nil {
 		t.Fatal(err)
 	}
-	p, fwds, err := db.Peers().Delete("carol")
+	p, fwds, err := db.Peers().Delete("carol", nil)
 	if err != nil || p.Name != "carol" || len(fwds) != 1 {
 		t.Fatalf("Delete = %+v, %v, %v", p, fwds, err)
 	}
@@ -108,7 +108,7 @@ func TestPeerDeleteRemovesEverything(t *testing.T) {
 	if b, err := db.Vault.Get(PeerSecret("dave", SecretPresharedKey)); err != nil || string(b) != "psk-dave" {
 		t.Errorf("dave's secret = %q, %v", b, err)
 	}
-	if _, _, err := db.Peers().Delete("carol"); !errors.Is(err, ErrNotFound) {
+	if _, _, err := db.Peers().Delete("carol", nil); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second delete = %v, want ErrNotFound", err)
 	}
 }
@@ -116,11 +116,11 @@ func TestPeerDeleteRemovesEverything(t *testing.T) {
 func TestPeerUpdateKeepsIdentity(t *testing.T) {
 	db := openTest(t)
 	newPeer(t, db, "erin")
-	p, err := db.Peers().Update("erin", func(p *Peer) error { p.Enabled = false; p.Description = "old phone"; return nil })
+	p, err := db.Peers().Update("erin", func(p *Peer) error { p.Enabled = false; p.Description = "old phone"; return nil }, nil)
 	if err != nil || p.Enabled || p.Description != "old phone" {
 		t.Fatalf("Update = %+v, %v", p, err)
 	}
-	if _, err := db.Peers().Update("erin", func(p *Peer) error { p.IPv4 = netip.MustParseAddr("10.77.0.9"); return nil }); !errors.Is(err, ErrConflict) {
+	if _, err := db.Peers().Update("erin", func(p *Peer) error { p.IPv4 = netip.MustParseAddr("10.77.0.9"); return nil }, nil); !errors.Is(err, ErrConflict) {
 		t.Errorf("address change = %v, want ErrConflict", err)
 	}
 	if got, _ := db.Peers().Get("erin"); got.IPv4 != netip.MustParseAddr("10.77.0.2") || got.Enabled {

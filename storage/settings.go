@@ -52,6 +52,7 @@ func (s Settings) PutConfigAudited(cfg any, e Entry) (Entry, error) {
 		if err := tx.Bucket(bucketSettings).Put(keyConfig, raw); err != nil {
 			return err
 		}
+		s.db.changed(tx, Change{Kind: ChangeConfig})
 		out, err = appendEntry(tx, e)
 		return err
 	})
@@ -73,8 +74,9 @@ func (s Settings) SetupStep(name string, dst any) (found bool, err error) {
 	return s.get([]byte(prefixSetupStep+name), dst)
 }
 
-// PutSetupStep stores a wizard step's data, refusing once setup is complete.
-func (s Settings) PutSetupStep(name string, data any) error {
+// PutSetupStep stores a wizard step's data, refusing once setup is complete; within
+// (its audit entry) commits with it.
+func (s Settings) PutSetupStep(name string, data any, within Within) error {
 	raw, err := json.Marshal(data)
 	if err != nil {
 		return err
@@ -84,14 +86,17 @@ func (s Settings) PutSetupStep(name string, data any) error {
 		if err := refuseIfComplete(b); err != nil {
 			return err
 		}
-		return b.Put([]byte(prefixSetupStep+name), raw)
+		if err := b.Put([]byte(prefixSetupStep+name), raw); err != nil {
+			return err
+		}
+		return within.run(tx)
 	})
 }
 
 // CompleteSetup, in one transaction, stores the config, creates the first admin user
 // and marks setup complete, so a crash cannot leave a half-set-up cell. It refuses
 // when setup was completed before.
-func (s Settings) CompleteSetup(cfg any, admin User) error {
+func (s Settings) CompleteSetup(cfg any, admin User, within Within) error {
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return err
@@ -117,7 +122,11 @@ func (s Settings) CompleteSetup(cfg any, admin User) error {
 		if err := deleteKeys(b, steps); err != nil {
 			return err
 		}
-		return b.Put(keySetupComplete, []byte("1"))
+		if err := b.Put(keySetupComplete, []byte("1")); err != nil {
+			return err
+		}
+		s.db.changed(tx, Change{Kind: ChangeConfig})
+		return within.run(tx)
 	})
 }
 

@@ -145,7 +145,7 @@ func TestSessionsRotationAndPasswordChange(t *testing.T) {
 	if _, err := db.Sessions().Get("c", now); !errors.Is(err, ErrNotFound) {
 		t.Fatal("the replaced session still works")
 	}
-	if err := db.Users().SetPassword("alice", "y", now, SessionKey("a")); err != nil {
+	if err := db.Users().SetPassword("alice", "y", now, SessionKey("a"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Sessions().Get("a", now); err != nil {
@@ -186,16 +186,16 @@ func TestHealthRetention(t *testing.T) {
 
 func TestSetupCompleteIsFinal(t *testing.T) {
 	db := openTest(t)
-	if err := db.Settings().PutSetupStep("admin", map[string]string{"u": "a"}); err != nil {
+	if err := db.Settings().PutSetupStep("admin", map[string]string{"u": "a"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Settings().CompleteSetup(map[string]string{"x": "y"}, User{Username: "admin", Role: RoleAdmin}); err != nil {
+	if err := db.Settings().CompleteSetup(map[string]string{"x": "y"}, User{Username: "admin", Role: RoleAdmin}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Settings().CompleteSetup(map[string]string{}, User{Username: "admin2"}); !errors.Is(err, ErrConflict) {
+	if err := db.Settings().CompleteSetup(map[string]string{}, User{Username: "admin2"}, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("second complete: %v", err)
 	}
-	if err := db.Settings().PutSetupStep("admin", 1); !errors.Is(err, ErrConflict) {
+	if err := db.Settings().PutSetupStep("admin", 1, nil); !errors.Is(err, ErrConflict) {
 		t.Fatalf("step after complete: %v", err)
 	}
 	var v any

@@ -81,7 +81,7 @@ func putUser(tx *bolt.Tx, u User, mustBeNew bool) error {
 
 // SetPassword replaces a user's password hash and ends their sessions, except the one
 // whose hashed id is keep (empty: end them all), in one transaction.
-func (s Users) SetPassword(name, hash string, now time.Time, keep string) error {
+func (s Users) SetPassword(name, hash string, now time.Time, keep string, within Within) error {
 	return s.db.bolt.Update(func(tx *bolt.Tx) error {
 		u, err := getUser(tx, name)
 		if err != nil {
@@ -92,7 +92,10 @@ func (s Users) SetPassword(name, hash string, now time.Time, keep string) error 
 		if err := putUser(tx, u, false); err != nil {
 			return err
 		}
-		return s.db.deleteSessionsOf(tx, name, keep)
+		if err := s.db.deleteSessionsOf(tx, name, keep); err != nil {
+			return err
+		}
+		return within.run(tx)
 	})
 }
 

@@ -131,6 +131,41 @@ func (v *Vault) Get(name string) ([]byte, error) {
 	return secret, nil
 }
 
+// GetTx returns the secret stored under name, read inside tx (a snapshot's).
+func (v *Vault) GetTx(tx *Tx, name string) ([]byte, error) {
+	b := tx.Bucket(bucketVault).Get([]byte(name))
+	if b == nil {
+		return nil, fmt.Errorf("vault: secret %q: %w", name, ErrNotFound)
+	}
+	secret, err := v.open(b)
+	if err != nil {
+		return nil, fmt.Errorf("vault: open %q: %w", name, err)
+	}
+	return secret, nil
+}
+
+// GetOrCreate returns the secret under name, storing make()'s value first when
+// there is none, in one transaction (two callers cannot store two different ones).
+func (v *Vault) GetOrCreate(name string, make func() []byte) ([]byte, error) {
+	if s, err := v.Get(name); err == nil || !errors.Is(err, ErrNotFound) {
+		return s, err
+	}
+	var out []byte
+	err := v.db.bolt.Update(func(tx *bolt.Tx) error {
+		s, err := v.GetTx(tx, name)
+		if err == nil {
+			out = s
+			return nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		out = make()
+		return v.PutTx(tx, name, out)
+	})
+	return out, err
+}
+
 // Delete removes the secret under name; deleting a missing secret is not an error.
 func (v *Vault) Delete(name string) error {
 	return v.db.bolt.Update(func(tx *bolt.Tx) error {

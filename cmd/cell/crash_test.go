@@ -3,12 +3,11 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/pic-cell/cell/cell"
 	"github.com/pic-cell/cell/cell/logs"
+	"github.com/pic-cell/cell/httpapi/client"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -136,115 +136,55 @@ func (d *daemon) wait(timeout time.Duration) error {
 	}
 }
 
-// client is a logged-in admin.
-type client struct {
-	t    *testing.T
-	base string
-	http *http.Client
-	csrf string
-}
-
-func newClient(t *testing.T, base string) *client {
-	jar, _ := cookiejar.New(nil)
+// newClient is a client of the daemon at base with room for many concurrent
+// requests.
+func newClient(t *testing.T, base string) *client.Client {
 	tr := &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 0}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &client{t: t, base: base, http: &http.Client{Jar: jar, Transport: tr, Timeout: 60 * time.Second}}
-}
-
-// do sends a request; body is marshalled to JSON unless it is an io.Reader.
-func (c *client) do(method, path string, body any) (int, []byte, error) {
-	var r io.Reader
-	switch b := body.(type) {
-	case nil:
-	case io.Reader:
-		r = b
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			return 0, nil, err
-		}
-		r = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(method, c.base+path, r)
-	if err != nil {
-		return 0, nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.csrf != "" {
-		req.Header.Set("X-CSRF-Token", c.csrf)
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, raw, err
-}
-
-// must sends a request that has to answer 200 and decodes the answer into out.
-func (c *client) must(method, path string, body, out any) {
-	c.t.Helper()
-	code, raw, err := c.do(method, path, body)
-	if err != nil || code != http.StatusOK {
-		c.t.Fatalf("%s %s: status %d, err %v, body %s", method, path, code, err, raw)
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			c.t.Fatalf("%s %s: %v in %s", method, path, err, raw)
-		}
-	}
+	return client.New(base, client.WithTransport(tr), client.WithTimeout(60*time.Second))
 }
 
 const adminPassword = "correct horse battery"
 
 // setUp completes the wizard the way the README does.
-func (c *client) setUp() {
-	c.t.Helper()
-	steps := []map[string]any{
-		{"step": "admin", "data": map[string]any{"username": "admin", "password": adminPassword}},
-		{"step": "cell", "data": map[string]any{"name": "home", "domain": "home.example.org"}},
-		{"step": "network", "data": map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"}},
+func setUp(t *testing.T, c *client.Client) {
+	t.Helper()
+	steps := []struct {
+		step string
+		data map[string]any
+	}{
+		{"admin", map[string]any{"username": "admin", "password": adminPassword}},
+		{"cell", map[string]any{"name": "home", "domain": "home.example.org"}},
+		{"network", map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"}},
 	}
 	for _, s := range steps {
-		c.must("POST", "/api/setup/step", s, nil)
+		if _, err := c.SetupStep(t.Context(), s.step, s.data); err != nil {
+			t.Fatalf("setup step %s: %v", s.step, err)
+		}
 	}
-	c.must("POST", "/api/setup/complete", map[string]any{}, nil)
+	if _, err := c.CompleteSetup(t.Context()); err != nil {
+		t.Fatalf("complete setup: %v", err)
+	}
 }
 
-// logIn logs in as the admin and fetches the CSRF token.
-func (c *client) logIn() {
-	c.t.Helper()
-	c.csrf = ""
-	c.must("POST", "/api/auth/login", map[string]string{"username": "admin", "password": adminPassword}, nil)
-	var tok struct{ Token string }
-	c.must("GET", "/api/auth/csrf-token", nil, &tok)
-	if tok.Token == "" {
-		c.t.Fatal("GET /api/auth/csrf-token: empty token")
+// logIn logs in as the admin; the client fetches the CSRF token.
+func logIn(t *testing.T, c *client.Client) {
+	t.Helper()
+	if err := c.Login(t.Context(), "admin", adminPassword); err != nil {
+		t.Fatalf("log in: %v", err)
 	}
-	c.csrf = tok.Token
-}
-
-type verifyAnswer struct {
-	OK          bool    `json:"ok"`
-	Entries     uint64  `json:"entries"`
-	FirstBadSeq *uint64 `json:"first_bad_seq"`
-	Reason      string  `json:"reason"`
-	PublicKey   string  `json:"public_key"`
 }
 
 // startSetUp builds and starts a daemon on a new data directory, completes setup
 // and logs a client in.
-func startSetUp(t *testing.T) (bin, dir string, d *daemon, c *client) {
+func startSetUp(t *testing.T) (bin, dir string, d *daemon, c *client.Client) {
 	t.Helper()
 	bin = buildDaemon(t)
 	dir = t.TempDir()
 	d = startDaemon(t, bin, dir)
 	c = newClient(t, d.url)
-	c.setUp()
-	c.logIn()
+	setUp(t, c)
+	logIn(t, c)
 	return bin, dir, d, c
 }
 
@@ -253,6 +193,7 @@ func startSetUp(t *testing.T) (bin, dir string, d *daemon, c *client) {
 // again with every acknowledged write in the audit log and the chain intact.
 func TestCrashDuringWrites(t *testing.T) {
 	bin, dir, d, c := startSetUp(t)
+	ctx := t.Context()
 
 	const (
 		writes  = 1000
@@ -273,9 +214,10 @@ func TestCrashDuringWrites(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				code, _, err := c.do("PUT", "/api/config", map[string]any{"cell": map[string]any{"name": fmt.Sprintf("n%d", i)}})
+				_, err := c.PatchConfig(ctx, map[string]any{"cell": map[string]any{"name": fmt.Sprintf("n%d", i)}})
+				var refused *client.Error
 				switch {
-				case err == nil && code == http.StatusOK:
+				case err == nil:
 					acked[i] = true
 					if nAcked.Add(1) >= killAt {
 						killOnce.Do(func() {
@@ -283,7 +225,7 @@ func TestCrashDuringWrites(t *testing.T) {
 							close(killed)
 						})
 					}
-				case err == nil:
+				case errors.As(err, &refused):
 					nOther.Add(1)
 				}
 			}
@@ -313,13 +255,12 @@ func TestCrashDuringWrites(t *testing.T) {
 	// Restart on the same data directory: it runs bbolt's consistency check first.
 	d2 := startDaemon(t, bin, dir)
 	c2 := newClient(t, d2.url)
-	c2.logIn()
+	logIn(t, c2)
 
-	var audit struct {
-		Entries []storage.Entry `json:"entries"`
-		Total   int             `json:"total"`
+	audit, err := c2.Audit(ctx, client.AuditQuery{Action: "config.update", Limit: 10000})
+	if err != nil {
+		t.Fatalf("GET /api/audit: %v", err)
 	}
-	c2.must("GET", "/api/audit?action=config.update&limit=10000", nil, &audit)
 	logged := map[string]bool{}
 	for _, e := range audit.Entries {
 		if e.Result == "ok" {
@@ -348,8 +289,10 @@ func TestCrashDuringWrites(t *testing.T) {
 		}
 	}
 
-	var cfg cell.Config
-	c2.must("GET", "/api/config", nil, &cfg)
+	cfg, err := c2.Config(ctx)
+	if err != nil {
+		t.Fatalf("GET /api/config: %v", err)
+	}
 	var i int
 	if _, err := fmt.Sscanf(cfg.Cell.Name, "n%d", &i); err != nil || fmt.Sprintf("n%d", i) != cfg.Cell.Name || i >= writes {
 		t.Errorf("config cell.name after the restart = %q, want one of the names sent (n0..n%d)", cfg.Cell.Name, writes-1)
@@ -361,15 +304,21 @@ func TestCrashDuringWrites(t *testing.T) {
 		t.Errorf("the stored config name %q has no audit entry", cfg.Cell.Name)
 	}
 
-	var v verifyAnswer
-	c2.must("GET", "/api/audit/verify", nil, &v)
+	v, err := c2.AuditVerify(ctx)
+	if err != nil {
+		t.Fatalf("GET /api/audit/verify: %v", err)
+	}
 	if !v.OK || v.Entries < uint64(len(logged)) {
 		t.Errorf("audit verify after the crash: ok=%v entries=%d first_bad_seq=%v reason=%q; want ok with at least %d entries", v.OK, v.Entries, v.FirstBadSeq, v.Reason, len(logged))
 	}
 
 	// The chain goes on after the crash.
-	c2.must("PUT", "/api/config", map[string]any{"cell": map[string]any{"name": "after"}}, nil)
-	c2.must("GET", "/api/audit/verify", nil, &v)
+	if _, err := c2.PatchConfig(ctx, map[string]any{"cell": map[string]any{"name": "after"}}); err != nil {
+		t.Fatalf("PUT /api/config: %v", err)
+	}
+	if v, err = c2.AuditVerify(ctx); err != nil {
+		t.Fatalf("GET /api/audit/verify: %v", err)
+	}
 	if !v.OK {
 		t.Errorf("audit verify after a write following the restart: ok=false first_bad_seq=%v reason=%q", v.FirstBadSeq, v.Reason)
 	}
@@ -388,9 +337,9 @@ func TestCrashDuringWrites(t *testing.T) {
 		return string(out), err
 	}
 	for _, format := range []string{"csv", "json"} {
-		code, raw, err := c2.do("GET", "/api/audit/export?format="+format, nil)
-		if err != nil || code != http.StatusOK {
-			t.Fatalf("export %s: status %d, err %v", format, code, err)
+		raw, err := c2.AuditExport(ctx, format)
+		if err != nil {
+			t.Fatalf("export %s: %v", format, err)
 		}
 		if out, err := verify("audit."+format, raw); err != nil || !strings.Contains(out, "ok: ") {
 			t.Errorf("cellctl audit verify of the %s export: %v\n%s", format, err, out)
@@ -416,14 +365,14 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 
 	pr, pw := io.Pipe()
 	type answer struct {
-		code int
-		body []byte
-		err  error
+		client.Response
+		err error
 	}
 	res := make(chan answer, 1)
 	go func() {
-		code, body, err := c.do("PUT", "/api/config", pr)
-		res <- answer{code, body, err}
+		var a answer
+		a.err = c.Do(context.Background(), "PUT", "/api/config", pr, &a.Response)
+		res <- a
 	}()
 	if _, err := pw.Write([]byte(`{"cell":`)); err != nil {
 		t.Fatal(err)
@@ -435,12 +384,11 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 	// Shutdown closes the listener at once; the process stays for the request.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: time.Second}
-		resp, err := fresh.Get(d.url + "/health")
-		if err != nil {
+		fresh := client.New(d.url, client.WithTransport(&http.Transport{DisableKeepAlives: true}), client.WithTimeout(time.Second))
+		var answered *client.Error
+		if _, err := fresh.Health(context.Background()); err != nil && !errors.As(err, &answered) {
 			break
 		}
-		resp.Body.Close()
 		if time.Now().After(deadline) {
 			t.Fatal("the daemon still accepts connections 5s after SIGTERM")
 		}
@@ -457,8 +405,8 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 	}
 	pw.Close()
 	a := <-res
-	if a.err != nil || a.code != http.StatusOK || !strings.Contains(string(a.body), `"name":"slow"`) {
-		t.Fatalf("in-flight PUT /api/config: status %d, err %v, body %s; want 200 with the new name", a.code, a.err, a.body)
+	if a.err != nil || a.Status != http.StatusOK || !strings.Contains(string(a.Body), `"name":"slow"`) {
+		t.Fatalf("in-flight PUT /api/config: status %d, err %v, body %s; want 200 with the new name", a.Status, a.err, a.Body)
 	}
 	if err := d.wait(25 * time.Second); err != nil {
 		t.Fatalf("the daemon exited with %v after SIGTERM, want status 0\n%s", err, d.log())
@@ -478,15 +426,15 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := cl.Config()
-	if err != nil || cfg.Cell.Name != "slow" {
-		t.Errorf("stored config name = %q (err %v), want \"slow\"", cfg.Cell.Name, err)
+	cfg, err := cl.Settings.Config()
+	if err != nil || cfg.Cell().Name != "slow" {
+		t.Errorf("stored config name = %q (err %v), want \"slow\"", cfg.Cell().Name, err)
 	}
-	entries, _, err := cl.AuditQuery(storage.Filter{Action: "config.update"})
+	entries, _, err := cl.Audit.Query(storage.Filter{Action: "config.update"})
 	if err != nil || len(entries) != 1 || entries[0].Details["cell.name"] != "slow" || entries[0].Result != "ok" {
 		t.Errorf("config.update audit entries = %+v (err %v), want one, ok, naming \"slow\"", entries, err)
 	}
-	v, err := cl.VerifyAudit()
+	v, err := cl.Audit.Verify()
 	if err != nil || !v.OK {
 		t.Fatalf("audit verify after SIGTERM: %+v, err %v", v, err)
 	}

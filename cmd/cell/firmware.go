@@ -29,7 +29,7 @@ func firmware(ctx context.Context, c *cell.Cell, log *slog.Logger) httpapi.Firmw
 	// Each finished update (committed, rolled back, failed) is written to the
 	// audit log once, with the firmware's reason.
 	dev.Report = func(st update.State) error {
-		_, err := c.Record(storage.Entry{
+		_, err := c.Audit.Record(storage.Entry{
 			Actor: "firmware", Action: "system.update.outcome", TargetType: "firmware",
 			TargetID: st.Version, Result: string(st.Phase),
 			Details: map[string]string{"from_version": st.FromVersion, "slot": update.SlotName(st.Slot), "message": st.Message},

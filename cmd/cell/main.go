@@ -95,24 +95,32 @@ func run(args []string) error {
 	v, _ := db.SchemaVersion()
 	book.Logger("storage").Info("database open", "path", db.Path(), "schema", v)
 
-	c, err := cell.New(cell.Options{DB: db, Logs: book})
-	if err != nil {
-		return err
-	}
 	netw, err := network(f.wgMode, f.wan, f.listen, book)
 	if err != nil {
 		return err
 	}
-	if err := c.StartNetwork(netw); err != nil {
-		return fmt.Errorf("network: %w", err)
+	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw})
+	if err != nil {
+		return err
 	}
-	defer c.StopNetwork()
+	// The loops run until c.Close, which the deferred calls reach after the
+	// API has drained and before the database closes.
+	c.Start(context.Background())
+	defer c.Close()
 	// The firmware's update outcomes are audited until run returns (before the
 	// database closes).
 	fwCtx, fwStop := context.WithCancel(context.Background())
 	defer fwStop()
-	api := httpapi.New(httpapi.Deps{Setup: c, Auth: c, Core: c, Audit: c, Logs: book, Peers: c, Routing: c}).
+	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings,
+		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
+	// The first build of the network from the database, before the API answers:
+	// a part that fails leaves the cell degraded (the health says why), never down.
+	settleCtx, settleStop := context.WithTimeout(context.Background(), 2*time.Minute)
+	if err := c.Settle(settleCtx); err != nil {
+		slog.Error("network: starting degraded", "err", err)
+	}
+	settleStop()
 
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
@@ -127,8 +135,6 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	go c.RunHealth(ctx)
-	go c.RunNetwork(ctx, 2*time.Second)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -145,9 +151,7 @@ func run(args []string) error {
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		slog.Error("shutdown", "err", err)
 	}
-	if _, err := c.Checkpoint(); err != nil {
-		slog.Error("final audit checkpoint", "err", err)
-	}
+	c.Close()
 	slog.Info("stopped")
 	return nil
 }

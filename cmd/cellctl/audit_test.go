@@ -44,7 +44,7 @@ func makeExport(t *testing.T, n int) export {
 		t.Fatal(err)
 	}
 	for i := 1; i <= n; i++ {
-		_, err := c.Record(storage.Entry{
+		_, err := c.Audit.Record(storage.Entry{
 			Actor: "admin", SourceIP: "127.0.0.1", Action: "config.update", TargetType: "config",
 			TargetID: "cell", Result: "ok", Details: map[string]string{"cell.name": fmt.Sprintf("n%d", i), "changed": "cell.name"},
 		})
@@ -53,7 +53,7 @@ func makeExport(t *testing.T, n int) export {
 		}
 	}
 	var ex export
-	ex.cp, err = c.AuditExport(func(e storage.Entry) error {
+	ex.cp, err = c.Audit.Export(func(e storage.Entry) error {
 		ex.entries = append(ex.entries, e)
 		return nil
 	})
@@ -69,7 +69,7 @@ func makeExport(t *testing.T, n int) export {
 	if ex.json, err = json.Marshal(map[string]any{"entries": ex.entries, "checkpoint": ex.cp}); err != nil {
 		t.Fatal(err)
 	}
-	ex.pub = hex.EncodeToString(c.AuditPublicKey())
+	ex.pub = hex.EncodeToString(c.Audit.PublicKey())
 	return ex
 }
 

@@ -12,7 +12,9 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
-	cellpkg "github.com/pic-cell/cell/cell"
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/health"
+	"github.com/pic-cell/cell/httpapi/client"
 	"github.com/pic-cell/cell/netstack/nstest"
 	"github.com/pic-cell/cell/storage"
 )
@@ -34,13 +36,13 @@ func seedCell(b *testing.B, dir string, n int) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	cfg := cellpkg.Config{Cell: cellpkg.CellConfig{Name: "home", Domain: "cell.test"},
-		Network: cellpkg.NetworkConfig{WGPort: 51820, SubnetV4: "10.77.0.0/16", SubnetV6: "fd77::/64", WANInterface: "auto"},
-		Health:  cellpkg.HealthConfig{IntervalSeconds: 3600, Keep: 10}}
-	if err := db.Settings().CompleteSetup(cfg, storage.User{Username: "admin", Role: storage.RoleAdmin, PasswordHash: phc(adminPW)}); err != nil {
+	netSec := config.Network{WGPort: 51820, SubnetV4: "10.77.0.0/16", SubnetV6: "fd77::/64", WANInterface: "auto"}
+	cfg := map[string]any{"cell": config.Cell{Name: "home", Domain: "cell.test"}, "network": netSec,
+		"health": health.Config{IntervalSeconds: 3600, Keep: 10}}
+	if err := db.Settings().CompleteSetup(cfg, storage.User{Username: "admin", Role: storage.RoleAdmin, PasswordHash: phc(adminPW)}, nil); err != nil {
 		b.Fatal(err)
 	}
-	v4, v6 := cfg.Network.SubnetV4, cfg.Network.SubnetV6
+	v4, v6 := netSec.SubnetV4, netSec.SubnetV6
 	for i := range n {
 		name := fmt.Sprintf("seed%d", i)
 		k := newKey(b)
@@ -49,7 +51,7 @@ func seedCell(b *testing.B, dir string, n int) {
 			Policy: storage.PeerPolicy{Internet: storage.Allow, LAN: storage.Allow, Peers: storage.Deny}}
 		err := db.Peers().Create(&p, mustPrefix(v4), mustPrefix(v6),
 			map[string][]byte{storage.PeerSecret(name, storage.SecretPresharedKey): psk[:]},
-			storage.User{Username: name, Role: storage.RolePeer, PasswordHash: "unused"})
+			storage.User{Username: name, Role: storage.RolePeer, PasswordHash: "unused"}, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -99,7 +101,8 @@ func BenchmarkAPIPeerAdd(b *testing.B) {
 		for range 300 {
 			for i, a := range apis {
 				start := time.Now()
-				a.must(201, "POST", "/api/peers", map[string]any{"name": fmt.Sprintf("new%d", k)}, nil)
+				_, err := a.CreatePeer(context.Background(), client.NewPeer{Name: fmt.Sprintf("new%d", k)})
+				a.ok("POST /api/peers", err)
 				lats[i] = append(lats[i], time.Since(start))
 			}
 			k++

@@ -1,4 +1,7 @@
-package cell
+// Package fault holds the kinds of failure every capability returns and the one
+// error type that carries a stable code and a message a person can read. httpapi
+// maps the kinds to HTTP statuses in one place; capabilities never pick statuses.
+package fault
 
 import (
 	"errors"

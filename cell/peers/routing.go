@@ -1,8 +1,13 @@
-package cell
+package peers
 
 import (
+	"context"
 	"errors"
+	"fmt"
 
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/fault"
+	"github.com/pic-cell/cell/cell/names"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -54,21 +59,19 @@ type ForwardRef struct {
 }
 
 // Routing reports NAT, every peer's policy and the forwards.
-func (c *Cell) Routing() (RoutingView, error) {
+func (c *Peers) Routing() (RoutingView, error) {
 	v := RoutingView{Peers: []PeerPolicyView{}, NAT: NATView{Masquerade: []string{}}}
-	cfg, err := c.Config()
+	sn, _, err := c.subnets()
 	if err != nil {
 		return v, err
 	}
-	c.net.mu.Lock()
-	v.NAT.WANInterface = c.net.wan
-	v.NAT.Firewall = c.net.n != nil && c.net.n.Firewall != nil
-	c.net.mu.Unlock()
+	live := c.net.Live()
+	v.NAT.WANInterface, v.NAT.Firewall = live.WAN, live.Firewall
 	v.NAT.Enabled = v.NAT.Firewall && v.NAT.WANInterface != ""
 	if v.NAT.Enabled {
-		v.NAT.Masquerade = append(v.NAT.Masquerade, cfg.Network.SubnetV4)
-		if cfg.Network.SubnetV6 != "" {
-			v.NAT.Masquerade = append(v.NAT.Masquerade, cfg.Network.SubnetV6)
+		v.NAT.Masquerade = append(v.NAT.Masquerade, sn.V4.String())
+		if sn.V6.IsValid() {
+			v.NAT.Masquerade = append(v.NAT.Masquerade, sn.V6.String())
 		}
 	}
 	peers, err := c.db.Peers().List()
@@ -84,13 +87,13 @@ func (c *Cell) Routing() (RoutingView, error) {
 
 func checkPolicy(field string, v *string) error {
 	if v != nil && *v != storage.Allow && *v != storage.Deny {
-		return Invalid("invalid_policy", "%s must be \"allow\" or \"deny\", not %s", field, quoteShort(*v))
+		return fault.Invalid("invalid_policy", "%s must be \"allow\" or \"deny\", not %s", field, names.Quote(*v))
 	}
 	return nil
 }
 
 // SetPeerPolicy changes where a peer's traffic may go.
-func (c *Cell) SetPeerPolicy(name string, ch PolicyChange) (PeerPolicyView, error) {
+func (c *Peers) SetPeerPolicy(ctx context.Context, name string, ch PolicyChange, audit storage.Entry) (PeerPolicyView, error) {
 	if err := c.peerName(name); err != nil {
 		return PeerPolicyView{}, err
 	}
@@ -100,10 +103,8 @@ func (c *Cell) SetPeerPolicy(name string, ch PolicyChange) (PeerPolicyView, erro
 		}
 	}
 	if ch.Internet == nil && ch.LAN == nil && ch.Peers == nil {
-		return PeerPolicyView{}, Invalid("empty_change", "give at least one of internet, lan, peers")
+		return PeerPolicyView{}, fault.Invalid("empty_change", "give at least one of internet, lan, peers")
 	}
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
 	p, err := c.db.Peers().Update(name, func(p *storage.Peer) error {
 		if ch.Internet != nil {
 			p.Policy.Internet = *ch.Internet
@@ -114,35 +115,37 @@ func (c *Cell) SetPeerPolicy(name string, ch PolicyChange) (PeerPolicyView, erro
 		if ch.Peers != nil {
 			p.Policy.Peers = *ch.Peers
 		}
+		audit.TargetType, audit.TargetID, audit.Result = "peer", name, "ok"
+		audit.Details = map[string]string{"internet": p.Policy.Internet, "lan": p.Policy.LAN, "peers": p.Policy.Peers}
 		return nil
-	})
+	}, func(tx *storage.Tx) error { return c.audit.Within(audit)(tx) })
 	if err != nil {
 		return PeerPolicyView{}, peerErr(name, err)
 	}
-	if err := c.applyPeerLocked(p, true); err != nil {
-		return PeerPolicyView{}, Errorf(ErrUnavailable, "apply_failed", "the policy is stored but the firewall did not take it: %v", err)
+	if err := c.applied(ctx, "the policy"); err != nil {
+		return PeerPolicyView{}, err
 	}
 	return PeerPolicyView{Name: p.Name, Enabled: p.Enabled, PeerPolicy: p.Policy}, nil
 }
 
 // reservedPorts are the cell's own ports on the WAN side, which no forward
 // may take: its web UI and DNS (TCP), DNS and WireGuard (UDP).
-func reservedPorts(cfg Config) map[string][]int {
-	return map[string][]int{"tcp": {53, 80, 443, 3000}, "udp": {53, cfg.Network.WGPort}}
+func reservedPorts(sn config.Subnets) map[string][]int {
+	return map[string][]int{"tcp": {53, 80, 443, 3000}, "udp": {53, sn.Port}}
 }
 
 func checkForwardRef(proto string, port int) error {
 	if proto != "tcp" && proto != "udp" {
-		return Invalid("invalid_proto", "proto must be tcp or udp, not %s", quoteShort(proto))
+		return fault.Invalid("invalid_proto", "proto must be tcp or udp, not %s", names.Quote(proto))
 	}
 	if port < 1 || port > 65535 {
-		return Invalid("invalid_port", "port must be from 1 to 65535 (got %d)", port)
+		return fault.Invalid("invalid_port", "port must be from 1 to 65535 (got %d)", port)
 	}
 	return nil
 }
 
 // AddForward forwards a WAN port to a peer's port.
-func (c *Cell) AddForward(in NewForward) (storage.Forward, error) {
+func (c *Peers) AddForward(ctx context.Context, in NewForward, audit storage.Entry) (storage.Forward, error) {
 	if err := checkForwardRef(in.Proto, in.Port); err != nil {
 		return storage.Forward{}, err
 	}
@@ -150,53 +153,52 @@ func (c *Cell) AddForward(in NewForward) (storage.Forward, error) {
 		in.ToPort = in.Port
 	}
 	if in.ToPort < 1 || in.ToPort > 65535 {
-		return storage.Forward{}, Invalid("invalid_to_port", "to_port must be from 1 to 65535 (got %d)", in.ToPort)
+		return storage.Forward{}, fault.Invalid("invalid_to_port", "to_port must be from 1 to 65535 (got %d)", in.ToPort)
 	}
-	if !ValidLabel(in.Peer) {
-		return storage.Forward{}, Invalid("invalid_peer", "peer must be a peer's name (got %s)", quoteShort(in.Peer))
+	if !names.ValidLabel(in.Peer) {
+		return storage.Forward{}, fault.Invalid("invalid_peer", "peer must be a peer's name (got %s)", names.Quote(in.Peer))
 	}
-	cfg, err := c.Config()
+	sn, _, err := c.subnets()
 	if err != nil {
 		return storage.Forward{}, err
 	}
-	for _, p := range reservedPorts(cfg)[in.Proto] {
+	if live := c.net.Live(); live.Mode != "" && !live.Firewall {
+		return storage.Forward{}, fault.Errorf(fault.ErrConflict, "forwards_need_tun", "port forwards need the kernel firewall: this cell runs WireGuard in %s mode (start it with -wg-mode tun)", live.Mode)
+	}
+	for _, p := range reservedPorts(sn)[in.Proto] {
 		if p == in.Port {
-			return storage.Forward{}, Errorf(ErrConflict, "port_reserved", "%s port %d is the cell's own", in.Proto, in.Port)
+			return storage.Forward{}, fault.Errorf(fault.ErrConflict, "port_reserved", "%s port %d is the cell's own", in.Proto, in.Port)
 		}
 	}
 	f := storage.Forward{Proto: in.Proto, Port: uint16(in.Port), Peer: in.Peer, ToPort: uint16(in.ToPort), CreatedAt: c.now().UTC()}
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
-	err = c.db.Forwards().Create(f)
+	audit.TargetType, audit.TargetID, audit.Result = "forward", fmt.Sprintf("%s/%d", f.Proto, f.Port), "ok"
+	audit.Details = map[string]string{"peer": f.Peer, "to_port": fmt.Sprint(f.ToPort)}
+	err = c.db.Forwards().Create(f, c.audit.Within(audit))
 	switch {
 	case errors.Is(err, storage.ErrExists):
-		return f, Errorf(ErrConflict, "port_taken", "%s port %d is already forwarded", in.Proto, in.Port)
+		return f, fault.Errorf(fault.ErrConflict, "port_taken", "%s port %d is already forwarded", in.Proto, in.Port)
 	case errors.Is(err, storage.ErrNotFound):
-		return f, Invalid("invalid_peer", "no peer named %s", quoteShort(in.Peer))
+		return f, fault.Invalid("invalid_peer", "no peer named %s", names.Quote(in.Peer))
 	case err != nil:
 		return f, err
 	}
-	if err := c.applyFirewallLocked(); err != nil {
-		return f, Errorf(ErrUnavailable, "apply_failed", "the forward is stored but the firewall did not take it: %v", err)
+	if err := c.applied(ctx, "the forward"); err != nil {
+		return f, err
 	}
 	return f, nil
 }
 
 // DeleteForward removes a forward.
-func (c *Cell) DeleteForward(ref ForwardRef) error {
+func (c *Peers) DeleteForward(ctx context.Context, ref ForwardRef, audit storage.Entry) error {
 	if err := checkForwardRef(ref.Proto, ref.Port); err != nil {
 		return err
 	}
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
-	if _, err := c.db.Forwards().Delete(ref.Proto, uint16(ref.Port)); err != nil {
+	audit.TargetType, audit.TargetID, audit.Result = "forward", fmt.Sprintf("%s/%d", ref.Proto, ref.Port), "ok"
+	if _, err := c.db.Forwards().Delete(ref.Proto, uint16(ref.Port), c.audit.Within(audit)); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
-			return Errorf(ErrNotFound, "forward_not_found", "no forward of %s port %d", ref.Proto, ref.Port)
+			return fault.Errorf(fault.ErrNotFound, "forward_not_found", "no forward of %s port %d", ref.Proto, ref.Port)
 		}
 		return err
 	}
-	if err := c.applyFirewallLocked(); err != nil {
-		return Errorf(ErrUnavailable, "apply_failed", "the forward is deleted but the firewall did not follow: %v", err)
-	}
-	return nil
+	return c.applied(ctx, "the deletion")
 }

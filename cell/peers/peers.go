@@ -1,25 +1,144 @@
-package cell
+// Package peers owns the members' devices on the tunnel: peers (their
+// addresses, keys, login, config text and QR code), their routing policy and
+// the port forwards to them, and the WireGuard status.
+//
+// Every change is stored in one transaction with its audit entry and the
+// effects other capabilities registered as hooks (a peer added gets its
+// accounts, a peer deleted loses them); the commit wakes the reconcile loop,
+// and the change answers once the loop has applied it (Network.Sync), so a
+// peer created is a peer the tunnel takes.
+package peers
 
 import (
 	"bytes"
+	"context"
 	"encoding/base32"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/skip2/go-qrcode"
 
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/fault"
+	"github.com/pic-cell/cell/cell/names"
+	"github.com/pic-cell/cell/cell/plan"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
 )
 
-// Peers: a member's device on the tunnel. Every change stores first (one
-// transaction: the peer, its vault secrets, its login) and then applies that
-// one peer to the kernel from what was stored, under c.net.mu.
+// Network is the running network as peers sees it: the reconcile loop.
+type Network interface {
+	// Sync waits until the kernel has every change committed before the call.
+	Sync(ctx context.Context) error
+	// Live is the running network's state, read without waiting.
+	Live() plan.Live
+	// Stats are the device's peers by public key.
+	Stats() map[string]wireguard.PeerStats
+}
+
+// Hasher hashes a peer's one-time password (the accounts capability's).
+type Hasher interface {
+	Hash(password string) (string, error)
+}
+
+// Auditor writes a change's audit entry in the transaction that stores it.
+type Auditor interface {
+	Within(e storage.Entry) storage.Within
+}
+
+// Hook runs inside the transaction that adds or deletes a peer; an error rolls
+// the change back. The root registers the hooks of other capabilities.
+type Hook func(tx *storage.Tx, p storage.Peer) error
+
+// Peers is the capability.
+type Peers struct {
+	db     *storage.DB
+	hasher Hasher
+	audit  Auditor
+	net    Network
+	now    func() time.Time
+	rand   io.Reader
+
+	mu        sync.Mutex // serialises peer creation: the public key check and the store
+	onCreate  []Hook
+	onDelete  []Hook
+	cellKeyFn func() (wireguard.Key, error)
+}
+
+// Options are what the root hands the capability.
+type Options struct {
+	DB      *storage.DB
+	Hasher  Hasher
+	Audit   Auditor
+	Network Network
+	Now     func() time.Time
+	Rand    io.Reader
+	// CellKey returns the cell's WireGuard private key (created once).
+	CellKey func() (wireguard.Key, error)
+}
+
+// New returns the capability.
+func New(o Options) *Peers {
+	return &Peers{db: o.DB, hasher: o.Hasher, audit: o.Audit, net: o.Network, now: o.Now, rand: o.Rand, cellKeyFn: o.CellKey}
+}
+
+// OnCreate registers a hook run in the transaction that adds a peer.
+func (c *Peers) OnCreate(h Hook) { c.onCreate = append(c.onCreate, h) }
+
+// OnDelete registers a hook run in the transaction that deletes a peer.
+func (c *Peers) OnDelete(h Hook) { c.onDelete = append(c.onDelete, h) }
+
+func (c *Peers) randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c.rand, b); err != nil {
+		panic("peers: the random source failed: " + err.Error())
+	}
+	return b
+}
+
+func (c *Peers) cellKey() (wireguard.Key, error) { return c.cellKeyFn() }
+
+// within is the storing transaction's tail: the hooks, then the audit entry.
+func (c *Peers) within(hooks []Hook, p *storage.Peer, audit storage.Entry) storage.Within {
+	aw := c.audit.Within(audit)
+	return func(tx *storage.Tx) error {
+		for _, h := range hooks {
+			if err := h(tx, *p); err != nil {
+				return err
+			}
+		}
+		return aw(tx)
+	}
+}
+
+// applied waits for the kernel to take the stored change; a failure there is a
+// 503 that says the change is stored.
+func (c *Peers) applied(ctx context.Context, what string) error {
+	if err := c.net.Sync(ctx); err != nil {
+		return fault.Errorf(fault.ErrUnavailable, "apply_failed", "%s is stored but the tunnel did not take it: %v", what, err)
+	}
+	return nil
+}
+
+// subnets reads the tunnel's networks.
+func (c *Peers) subnets() (config.Subnets, config.Doc, error) {
+	d, found, err := config.Load(c.db)
+	if err != nil {
+		return config.Subnets{}, nil, err
+	}
+	if !found {
+		return config.Subnets{}, nil, config.ErrSetupNeeded()
+	}
+	sn, err := d.Network().Subnets()
+	return sn, d, err
+}
 
 // PeerView is a peer as the API shows it: no secret, live counters.
 type PeerView struct {
@@ -64,11 +183,11 @@ type CreatedPeer struct {
 
 func checkDescription(s string) error {
 	if len(s) > 256 || !utf8.ValidString(s) {
-		return Invalid("invalid_description", "description must be at most 256 bytes of UTF-8")
+		return fault.Invalid("invalid_description", "description must be at most 256 bytes of UTF-8")
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) {
-			return Invalid("invalid_description", "description must not contain control characters")
+			return fault.Invalid("invalid_description", "description must not contain control characters")
 		}
 	}
 	return nil
@@ -76,22 +195,22 @@ func checkDescription(s string) error {
 
 func checkRoute(s string) error {
 	if s != storage.RouteFull && s != storage.RouteSplit {
-		return Invalid("invalid_route", "route must be \"full\" (all traffic) or \"split\" (the cell's networks only), not %s", quoteShort(s))
+		return fault.Invalid("invalid_route", "route must be \"full\" (all traffic) or \"split\" (the cell's networks only), not %s", names.Quote(s))
 	}
 	return nil
 }
 
-func (c *Cell) peerName(name string) error {
-	if !ValidLabel(name) {
-		return Errorf(ErrNotFound, "peer_not_found", "no peer named %s", quoteShort(name))
+func (c *Peers) peerName(name string) error {
+	if !names.ValidLabel(name) {
+		return fault.Errorf(fault.ErrNotFound, "peer_not_found", "no peer named %s", names.Quote(name))
 	}
 	return nil
 }
 
 // CreatePeer adds a peer: its addresses, keys, login and kernel state.
-func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
+func (c *Peers) CreatePeer(ctx context.Context, in NewPeer, audit storage.Entry) (CreatedPeer, error) {
 	var out CreatedPeer
-	if err := checkLabel("name", in.Name); err != nil {
+	if err := names.CheckLabel("name", in.Name); err != nil {
 		return out, err
 	}
 	if err := checkDescription(in.Description); err != nil {
@@ -103,14 +222,6 @@ func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
 	if err := checkRoute(in.Route); err != nil {
 		return out, err
 	}
-	cfg, err := c.Config()
-	if err != nil {
-		return out, err
-	}
-	sn, err := subnetsOf(cfg)
-	if err != nil {
-		return out, err
-	}
 	secrets := map[string][]byte{}
 	p := storage.Peer{Name: in.Name, Description: in.Description, Route: in.Route, Enabled: true,
 		Policy:    storage.PeerPolicy{Internet: storage.Allow, LAN: storage.Allow, Peers: storage.Deny},
@@ -119,13 +230,13 @@ func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
 		p.Enabled = *in.Enabled
 	}
 	if in.PublicKey != "" {
-		k, err := parseKey(in.PublicKey)
+		k, err := plan.ParseKey(in.PublicKey)
 		if err != nil || k == (wireguard.Key{}) {
-			return out, Invalid("invalid_public_key", "public_key must be a WireGuard public key: 44 characters of base64")
+			return out, fault.Invalid("invalid_public_key", "public_key must be a WireGuard public key: 44 characters of base64")
 		}
 		p.PublicKey = k.String()
 	} else {
-		priv := newKey(c.randomBytes(32))
+		priv := plan.PrivateKey(c.randomBytes(32))
 		p.PublicKey, p.KeyGenerated = priv.PublicKey().String(), true
 		secrets[storage.PeerSecret(in.Name, storage.SecretPrivateKey)] = priv[:]
 	}
@@ -139,35 +250,54 @@ func (c *Cell) CreatePeer(in NewPeer) (CreatedPeer, error) {
 	}
 	login := storage.User{Username: in.Name, Role: storage.RolePeer, PasswordHash: hash, CreatedAt: p.CreatedAt, PasswordAt: p.CreatedAt}
 
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !p.KeyGenerated { // a generated key is new; a brought one may not be
 		if err := c.publicKeyFree(p.PublicKey); err != nil {
 			return out, err
 		}
 	}
-	err = c.db.Peers().Create(&p, sn.v4.Masked(), sn.v6.Masked(), secrets, login)
+	var sn config.Subnets
+	subnets := func(tx *storage.Tx) (netip.Prefix, netip.Prefix, error) {
+		d, found, err := config.LoadTx(c.db, tx)
+		if err == nil && !found {
+			err = config.ErrSetupNeeded()
+		}
+		if err != nil {
+			return netip.Prefix{}, netip.Prefix{}, err
+		}
+		sn, err = d.Network().Subnets()
+		return sn.V4, sn.V6, err
+	}
+	audit.TargetType, audit.TargetID, audit.Result = "peer", in.Name, "ok"
+	audit.Details = map[string]string{"key_source": "user", "route": p.Route}
+	if p.KeyGenerated {
+		audit.Details["key_source"] = "cell"
+	}
+	wp := &p
+	err = c.db.Peers().CreateIn(wp, subnets, secrets, login, func(tx *storage.Tx) error {
+		audit.Details["ipv4"] = wp.IPv4.String()
+		return c.within(c.onCreate, wp, audit)(tx)
+	})
 	switch {
 	case errors.Is(err, storage.ErrSubnetFull):
-		return out, Errorf(ErrConflict, "subnet_full", "every address of %s is in use: delete a peer or choose a larger subnet_v4", sn.v4)
+		return out, fault.Errorf(fault.ErrConflict, "subnet_full", "every address of %s is in use: delete a peer or choose a larger subnet_v4", sn.V4)
 	case errors.Is(err, storage.ErrExists):
-		return out, Errorf(ErrConflict, "name_taken", "the name %q is taken (by a peer or an account)", in.Name)
+		return out, fault.Errorf(fault.ErrConflict, "name_taken", "the name %q is taken (by a peer or an account)", in.Name)
 	case err != nil:
 		return out, err
 	}
-	if err := c.applyPeerLocked(p, true); err != nil {
-		c.netLog().Error("apply new peer", "peer", p.Name, "err", err)
-		return out, Errorf(ErrUnavailable, "apply_failed", "the peer is stored but the tunnel did not take it: %v", err)
+	if err := c.applied(ctx, "the peer"); err != nil {
+		return out, err
 	}
-	c.netLog().Info("peer added", "peer", p.Name, "ipv4", p.IPv4)
 	return CreatedPeer{Peer: c.viewOf(p, nil), Username: in.Name, OneTimePassword: password}, nil
 }
 
 // publicKeyFree refuses a public key another peer (or the cell) has. It
-// runs under c.net.mu so that two creates cannot both take one key.
-func (c *Cell) publicKeyFree(pub string) error {
+// runs under c.mu so that two creates cannot both take one key.
+func (c *Peers) publicKeyFree(pub string) error {
 	if k, err := c.cellKey(); err == nil && k.PublicKey().String() == pub {
-		return Errorf(ErrConflict, "public_key_taken", "that public key is the cell's own")
+		return fault.Errorf(fault.ErrConflict, "public_key_taken", "that public key is the cell's own")
 	}
 	peers, err := c.db.Peers().List()
 	if err != nil {
@@ -175,14 +305,14 @@ func (c *Cell) publicKeyFree(pub string) error {
 	}
 	for _, q := range peers {
 		if q.PublicKey == pub {
-			return Errorf(ErrConflict, "public_key_taken", "peer %q already uses that public key", q.Name)
+			return fault.Errorf(fault.ErrConflict, "public_key_taken", "peer %q already uses that public key", q.Name)
 		}
 	}
 	return nil
 }
 
 // UpdatePeer changes enabled, route or description.
-func (c *Cell) UpdatePeer(name string, ch PeerChange) (PeerView, error) {
+func (c *Peers) UpdatePeer(ctx context.Context, name string, ch PeerChange, audit storage.Entry) (PeerView, error) {
 	if err := c.peerName(name); err != nil {
 		return PeerView{}, err
 	}
@@ -197,10 +327,20 @@ func (c *Cell) UpdatePeer(name string, ch PeerChange) (PeerView, error) {
 		}
 	}
 	if ch.Enabled == nil && ch.Route == nil && ch.Description == nil {
-		return PeerView{}, Invalid("empty_change", "give at least one of enabled, route, description")
+		return PeerView{}, fault.Invalid("empty_change", "give at least one of enabled, route, description")
 	}
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
+	var changed []string
+	if ch.Enabled != nil {
+		changed = append(changed, "enabled")
+	}
+	if ch.Route != nil {
+		changed = append(changed, "route")
+	}
+	if ch.Description != nil {
+		changed = append(changed, "description")
+	}
+	audit.TargetType, audit.TargetID, audit.Result = "peer", name, "ok"
+	audit.Details = map[string]string{"changed": strings.Join(changed, ",")}
 	p, err := c.db.Peers().Update(name, func(p *storage.Peer) error {
 		if ch.Enabled != nil {
 			p.Enabled = *ch.Enabled
@@ -212,48 +352,46 @@ func (c *Cell) UpdatePeer(name string, ch PeerChange) (PeerView, error) {
 			p.Description = *ch.Description
 		}
 		return nil
-	})
+	}, c.audit.Within(audit))
 	if err != nil {
 		return PeerView{}, peerErr(name, err)
 	}
-	if err := c.applyPeerLocked(p, true); err != nil {
-		return PeerView{}, Errorf(ErrUnavailable, "apply_failed", "the change is stored but the tunnel did not take it: %v", err)
+	if err := c.applied(ctx, "the change"); err != nil {
+		return PeerView{}, err
 	}
 	return c.viewOf(p, nil), nil
 }
 
 // DeletePeer removes a peer and everything of it: the device's peer, its
 // firewall elements and forwards, its vault secrets, its login and sessions.
-func (c *Cell) DeletePeer(name string) error {
+func (c *Peers) DeletePeer(ctx context.Context, name string, audit storage.Entry) error {
 	if err := c.peerName(name); err != nil {
 		return err
 	}
-	c.net.mu.Lock()
-	defer c.net.mu.Unlock()
-	p, fwds, err := c.db.Peers().Delete(name)
+	audit.TargetType, audit.TargetID, audit.Result = "peer", name, "ok"
+	var gone storage.Peer
+	_, _, err := c.db.Peers().Delete(name, func(tx *storage.Tx) error {
+		p, err := c.db.Peers().GetTx(tx, name)
+		if err == nil {
+			gone = p
+		}
+		return c.within(c.onDelete, &gone, audit)(tx)
+	})
 	if err != nil {
 		return peerErr(name, err)
 	}
-	errs := []error{c.applyPeerLocked(p, false)}
-	if len(fwds) > 0 {
-		errs = append(errs, c.applyFirewallLocked())
-	}
-	if err := errors.Join(errs...); err != nil {
-		return Errorf(ErrUnavailable, "apply_failed", "the peer is deleted but the kernel did not follow: %v", err)
-	}
-	c.netLog().Info("peer deleted", "peer", name)
-	return nil
+	return c.applied(ctx, "the deletion")
 }
 
 func peerErr(name string, err error) error {
 	if errors.Is(err, storage.ErrNotFound) {
-		return Errorf(ErrNotFound, "peer_not_found", "no peer named %s", quoteShort(name))
+		return fault.Errorf(fault.ErrNotFound, "peer_not_found", "no peer named %s", names.Quote(name))
 	}
 	return err
 }
 
 // Peer returns one peer with its live counters.
-func (c *Cell) Peer(name string) (PeerView, error) {
+func (c *Peers) Peer(name string) (PeerView, error) {
 	if err := c.peerName(name); err != nil {
 		return PeerView{}, err
 	}
@@ -265,7 +403,7 @@ func (c *Cell) Peer(name string) (PeerView, error) {
 }
 
 // ListPeers returns every peer with its live counters.
-func (c *Cell) ListPeers() ([]PeerView, error) {
+func (c *Peers) ListPeers() ([]PeerView, error) {
 	ps, err := c.db.Peers().List()
 	if err != nil {
 		return nil, err
@@ -278,25 +416,9 @@ func (c *Cell) ListPeers() ([]PeerView, error) {
 	return out, nil
 }
 
-func (c *Cell) stats() map[string]wireguard.PeerStats {
-	c.net.mu.Lock()
-	dev := c.net.dev
-	c.net.mu.Unlock()
-	out := map[string]wireguard.PeerStats{}
-	if dev == nil {
-		return out
-	}
-	st, err := dev.Stats()
-	if err != nil {
-		return out
-	}
-	for _, s := range st {
-		out[s.PublicKey.String()] = s
-	}
-	return out
-}
+func (c *Peers) stats() map[string]wireguard.PeerStats { return c.net.Stats() }
 
-func (c *Cell) viewOf(p storage.Peer, st map[string]wireguard.PeerStats) PeerView {
+func (c *Peers) viewOf(p storage.Peer, st map[string]wireguard.PeerStats) PeerView {
 	v := PeerView{Name: p.Name, Description: p.Description, IPv4: p.IPv4, IPv6: p.IPv6, PublicKey: p.PublicKey,
 		KeySource: "user", Route: p.Route, Enabled: p.Enabled, Policy: p.Policy, CreatedAt: p.CreatedAt}
 	if p.KeyGenerated {
@@ -313,7 +435,7 @@ func (c *Cell) viewOf(p storage.Peer, st map[string]wireguard.PeerStats) PeerVie
 }
 
 // PeerConfig is the peer's wg-quick file: what the WireGuard apps import.
-func (c *Cell) PeerConfig(name string) (string, error) {
+func (c *Peers) PeerConfig(name string) (string, error) {
 	if err := c.peerName(name); err != nil {
 		return "", err
 	}
@@ -321,11 +443,7 @@ func (c *Cell) PeerConfig(name string) (string, error) {
 	if err != nil {
 		return "", peerErr(name, err)
 	}
-	cfg, err := c.Config()
-	if err != nil {
-		return "", err
-	}
-	sn, err := subnetsOf(cfg)
+	sn, doc, err := c.subnets()
 	if err != nil {
 		return "", err
 	}
@@ -349,32 +467,30 @@ func (c *Cell) PeerConfig(name string) (string, error) {
 		fmt.Fprintf(&b, "# PrivateKey: add the line \"PrivateKey = ...\" with the private key of %s,\n# which never left your device.\n", p.PublicKey)
 	}
 	addrs := []string{netip.PrefixFrom(p.IPv4, 32).String()}
-	dns := []string{sn.cell4.String()}
+	dns := []string{sn.Cell4.String()}
 	if p.IPv6.IsValid() {
 		addrs = append(addrs, netip.PrefixFrom(p.IPv6, 128).String())
-		dns = append(dns, sn.cell6.String())
+		dns = append(dns, sn.Cell6.String())
 	}
 	fmt.Fprintf(&b, "Address = %s\n", strings.Join(addrs, ", "))
 	fmt.Fprintf(&b, "DNS = %s\n", strings.Join(dns, ", "))
 	b.WriteString("\n[Peer]\n")
 	fmt.Fprintf(&b, "PublicKey = %s\n", key.PublicKey())
 	fmt.Fprintf(&b, "PresharedKey = %s\n", wireguard.Key(psk))
-	host := sn.domain
+	host := doc.Cell().Domain
 	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
 		host = "[" + host + "]"
 	}
-	fmt.Fprintf(&b, "Endpoint = %s:%d\n", host, sn.port)
+	fmt.Fprintf(&b, "Endpoint = %s:%d\n", host, sn.Port)
 	allowed := []string{"0.0.0.0/0", "::/0"}
 	if p.Route == storage.RouteSplit {
-		allowed = []string{sn.v4.Masked().String()}
-		if sn.v6.IsValid() {
-			allowed = append(allowed, sn.v6.Masked().String())
+		allowed = []string{sn.V4.String()}
+		if sn.V6.IsValid() {
+			allowed = append(allowed, sn.V6.String())
 		}
-		c.net.mu.Lock()
-		for _, l := range c.net.lan {
+		for _, l := range c.net.Live().LAN {
 			allowed = append(allowed, l.Masked().String())
 		}
-		c.net.mu.Unlock()
 	}
 	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(allowed, ", "))
 	b.WriteString("PersistentKeepalive = 25\n")
@@ -382,12 +498,12 @@ func (c *Cell) PeerConfig(name string) (string, error) {
 }
 
 // PeerQR is the peer's config as a QR code: "png" (the default) or "svg".
-func (c *Cell) PeerQR(name, format string) (body []byte, contentType string, err error) {
+func (c *Peers) PeerQR(name, format string) (body []byte, contentType string, err error) {
 	if format == "" {
 		format = "png"
 	}
 	if format != "png" && format != "svg" {
-		return nil, "", Invalid("invalid_format", "format must be png or svg, not %s", quoteShort(format))
+		return nil, "", fault.Invalid("invalid_format", "format must be png or svg, not %s", names.Quote(format))
 	}
 	text, err := c.PeerConfig(name)
 	if err != nil {
@@ -433,7 +549,7 @@ type ServiceCredential struct {
 // PeerServiceCredentials lists the peer's accounts in the installed
 // services. No service is installed by this firmware yet, so the list is
 // empty for every existing peer.
-func (c *Cell) PeerServiceCredentials(name string) ([]ServiceCredential, error) {
+func (c *Peers) PeerServiceCredentials(name string) ([]ServiceCredential, error) {
 	if err := c.peerName(name); err != nil {
 		return nil, err
 	}
@@ -464,15 +580,12 @@ type WireGuardPeerSt struct {
 }
 
 // WireGuardStatus reports the device and every peer on it.
-func (c *Cell) WireGuardStatus() (WireGuardStatus, error) {
+func (c *Peers) WireGuardStatus() (WireGuardStatus, error) {
 	st := WireGuardStatus{Peers: []WireGuardPeerSt{}}
-	c.net.mu.Lock()
-	if c.net.n != nil {
-		st.Mode, st.Interface, st.Running = c.net.n.Mode, c.net.n.Interface, c.net.dev != nil
-	}
-	c.net.mu.Unlock()
-	if cfg, err := c.Config(); err == nil {
-		st.Port = cfg.Network.WGPort
+	live := c.net.Live()
+	st.Mode, st.Interface, st.Running = live.Mode, live.Interface, live.Running
+	if d, found, err := config.Load(c.db); err == nil && found {
+		st.Port = d.Network().WGPort
 	}
 	key, err := c.cellKey()
 	if err != nil {
@@ -483,10 +596,10 @@ func (c *Cell) WireGuardStatus() (WireGuardStatus, error) {
 	if err != nil {
 		return st, err
 	}
-	live := c.stats()
+	stats := c.stats()
 	for _, p := range peers {
 		ps := WireGuardPeerSt{Name: p.Name, PublicKey: p.PublicKey}
-		if s, ok := live[p.PublicKey]; ok {
+		if s, ok := stats[p.PublicKey]; ok {
 			if s.Endpoint.IsValid() {
 				ps.Endpoint = s.Endpoint.String()
 			}

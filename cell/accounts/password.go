@@ -1,4 +1,4 @@
-package cell
+package accounts
 
 import (
 	"crypto/subtle"
@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
+
+	"github.com/pic-cell/cell/cell/fault"
 )
 
 // Password hashing: argon2id at m=19 MiB, t=2, p=1 (OWASP's minimum), stored as a PHC
@@ -23,13 +25,11 @@ const (
 	argonKeyLen  = 32
 	argonSaltLen = 16
 	maxWaiting   = 16
-
-	// MinPasswordLen and MaxPasswordLen bound every password the cell accepts.
-	MinPasswordLen = 12
-	MaxPasswordLen = 1024
 )
 
-type hasher struct {
+// Hasher hashes and verifies passwords under the cap; setup and peers hash
+// the passwords of the accounts they create through it.
+type Hasher struct {
 	memory  uint32
 	rand    io.Reader
 	slots   chan struct{}
@@ -37,7 +37,8 @@ type hasher struct {
 	dummy   string // a hash to verify against when the user does not exist
 }
 
-func newHasher(memoryKiB uint32, rand io.Reader) *hasher {
+// NewHasher returns a hasher; memoryKiB zero means the production 19 MiB.
+func NewHasher(memoryKiB uint32, rand io.Reader) *Hasher {
 	if memoryKiB == 0 {
 		memoryKiB = argonMemory
 	}
@@ -45,26 +46,26 @@ func newHasher(memoryKiB uint32, rand io.Reader) *hasher {
 	if n < 1 {
 		n = 1
 	}
-	h := &hasher{memory: memoryKiB, rand: rand, slots: make(chan struct{}, n)}
+	h := &Hasher{memory: memoryKiB, rand: rand, slots: make(chan struct{}, n)}
 	h.dummy = h.hashUnlimited("not a password of anyone's")
 	return h
 }
 
 // acquire takes a hashing slot or refuses when too many are already waiting.
-func (h *hasher) acquire() error {
+func (h *Hasher) acquire() error {
 	if h.waiting.Add(1) > maxWaiting {
 		h.waiting.Add(-1)
-		return Errorf(ErrTooMany, "login_busy", "too many logins at once; try again in a moment")
+		return fault.Errorf(fault.ErrTooMany, "login_busy", "too many logins at once; try again in a moment")
 	}
 	h.slots <- struct{}{}
 	h.waiting.Add(-1)
 	return nil
 }
 
-func (h *hasher) release() { <-h.slots }
+func (h *Hasher) release() { <-h.slots }
 
 // Hash returns the PHC string of password.
-func (h *hasher) Hash(password string) (string, error) {
+func (h *Hasher) Hash(password string) (string, error) {
 	if err := h.acquire(); err != nil {
 		return "", err
 	}
@@ -72,7 +73,7 @@ func (h *hasher) Hash(password string) (string, error) {
 	return h.hashUnlimited(password), nil
 }
 
-func (h *hasher) hashUnlimited(password string) string {
+func (h *Hasher) hashUnlimited(password string) string {
 	salt := make([]byte, argonSaltLen)
 	if _, err := io.ReadFull(h.rand, salt); err != nil {
 		panic("cell: the random source failed: " + err.Error())
@@ -85,7 +86,7 @@ func (h *hasher) hashUnlimited(password string) string {
 
 // Verify checks password against a PHC string; an empty phc verifies against a dummy
 // so that a missing user costs the same time as a wrong password.
-func (h *hasher) Verify(phc, password string) (bool, error) {
+func (h *Hasher) Verify(phc, password string) (bool, error) {
 	if err := h.acquire(); err != nil {
 		return false, err
 	}
@@ -126,15 +127,3 @@ func verifyPHC(phc, password string) bool {
 }
 
 // checkPassword validates a new password's length.
-func checkPassword(field, pw string) error {
-	if len(pw) < MinPasswordLen {
-		return Invalid("weak_password", "%s must be at least %d characters", field, MinPasswordLen)
-	}
-	if len(pw) > MaxPasswordLen {
-		return Invalid("invalid_password", "%s must be at most %d bytes", field, MaxPasswordLen)
-	}
-	if strings.ContainsRune(pw, 0) {
-		return Invalid("invalid_password", "%s must not contain a NUL character", field)
-	}
-	return nil
-}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package cell
+package accounts
 
 // lowPriority runs fn; only Linux lowers the priority of a single thread.
 func lowPriority(fn func()) { fn() }

@@ -1,0 +1,180 @@
+// Package accounts owns the cell's users and their sessions: login with a
+// throttle that costs an attacker more than the cell, argon2id hashing on a
+// low-priority thread under a concurrency cap, password change and reset, and
+// the listing of accounts without any secret. Other capabilities that create
+// accounts (setup's admin, a peer's login) hash through the same Hasher.
+package accounts
+
+import (
+	"encoding/base64"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/pic-cell/cell/cell/fault"
+	"github.com/pic-cell/cell/cell/names"
+	"github.com/pic-cell/cell/storage"
+)
+
+// Auditor writes a change's audit entry in the transaction that stores it.
+type Auditor interface {
+	Within(e storage.Entry) storage.Within
+}
+
+// Accounts is the capability.
+type Accounts struct {
+	db       *storage.DB
+	hasher   *Hasher
+	throttle *throttle
+	audit    Auditor
+	now      func() time.Time
+	rand     io.Reader
+}
+
+// New returns the accounts capability.
+func New(db *storage.DB, h *Hasher, audit Auditor, now func() time.Time, rand io.Reader) *Accounts {
+	return &Accounts{db: db, hasher: h, throttle: newThrottle(10, 15*time.Minute), audit: audit, now: now, rand: rand}
+}
+
+func (c *Accounts) randomBytes(n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(c.rand, b); err != nil {
+		panic("accounts: the random source failed: " + err.Error())
+	}
+	return b
+}
+
+// SessionLifetime is how long a login lasts; there is no sliding renewal, so a stolen
+// cookie dies on its own.
+const SessionLifetime = 12 * time.Hour
+
+// UserInfo is what the API shows of an account: never a hash.
+type UserInfo struct {
+	Username          string    `json:"username"`
+	Role              string    `json:"role"`
+	CreatedAt         time.Time `json:"created_at"`
+	PasswordChangedAt time.Time `json:"password_changed_at"`
+}
+
+func infoOf(u storage.User) UserInfo {
+	return UserInfo{Username: u.Username, Role: u.Role, CreatedAt: u.CreatedAt, PasswordChangedAt: u.PasswordAt}
+}
+
+// Login checks a password and starts a session. oldID, the session the client had
+// (if any), is ended in the same transaction: the id always changes at login. The
+// 11th failure for a user or a source address inside 15 minutes, and every attempt
+// after it in the window, is refused with ErrTooMany without hashing.
+func (c *Accounts) Login(username, password, sourceIP, oldID string) (id string, sess storage.Session, err error) {
+	now := c.now()
+	if c.throttle.Blocked(now, "user:"+username, "ip:"+sourceIP) {
+		return "", sess, fault.Errorf(fault.ErrTooMany, "too_many_attempts", "too many failed logins; wait 15 minutes and try again")
+	}
+	if len(password) > names.MaxPasswordLen || len(username) > 256 {
+		c.throttle.Fail(now, "user:"+username, "ip:"+sourceIP)
+		return "", sess, fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
+	}
+	u, uerr := c.db.Users().Get(username)
+	if uerr != nil && !errors.Is(uerr, storage.ErrNotFound) {
+		return "", sess, uerr
+	}
+	ok, err := c.hasher.Verify(u.PasswordHash, password)
+	if err != nil {
+		return "", sess, err
+	}
+	if !ok || uerr != nil {
+		c.throttle.Fail(now, "user:"+username, "ip:"+sourceIP)
+		return "", sess, fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
+	}
+	c.throttle.Reset("user:" + username)
+	id = base64.RawURLEncoding.EncodeToString(c.randomBytes(32))
+	sess = storage.Session{
+		Username:  u.Username,
+		Role:      u.Role,
+		CSRFToken: base64.RawURLEncoding.EncodeToString(c.randomBytes(32)),
+		CreatedAt: now,
+		ExpiresAt: now.Add(SessionLifetime),
+	}
+	if err := c.db.Sessions().Create(id, sess, oldID); err != nil {
+		return "", storage.Session{}, err
+	}
+	sess.Key = storage.SessionKey(id)
+	return id, sess, nil
+}
+
+// Session returns the live session for a cookie value.
+func (c *Accounts) Session(id string) (storage.Session, error) {
+	if id == "" || len(id) > 128 {
+		return storage.Session{}, fault.Errorf(fault.ErrUnauthorized, "not_logged_in", "log in first")
+	}
+	s, err := c.db.Sessions().Get(id, c.now())
+	if errors.Is(err, storage.ErrNotFound) {
+		return s, fault.Errorf(fault.ErrUnauthorized, "not_logged_in", "log in first (the session has ended)")
+	}
+	return s, err
+}
+
+// Logout ends a session.
+func (c *Accounts) Logout(id string) error { return c.db.Sessions().Delete(id) }
+
+// ChangePassword changes the user's own password after checking the current one, and
+// ends every other session of theirs; audit (the change's entry) is stored with it.
+func (c *Accounts) ChangePassword(s storage.Session, current, next string, audit storage.Entry) error {
+	if err := names.CheckPassword("new_password", next); err != nil {
+		return err
+	}
+	u, err := c.db.Users().Get(s.Username)
+	if err != nil {
+		return err
+	}
+	ok, err := c.hasher.Verify(u.PasswordHash, current)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fault.Errorf(fault.ErrForbidden, "bad_credentials", "the current password is wrong")
+	}
+	hash, err := c.hasher.Hash(next)
+	if err != nil {
+		return err
+	}
+	audit.TargetType, audit.TargetID, audit.Result = "user", s.Username, "ok"
+	return c.db.Users().SetPassword(s.Username, hash, c.now(), s.Key, c.audit.Within(audit))
+}
+
+// ResetPassword sets another user's password (an admin's act) and ends all of that
+// user's sessions. An admin's own password goes through ChangePassword, which asks
+// for the current one: a stolen admin session must not be enough to lock the owner
+// out.
+func (c *Accounts) ResetPassword(by storage.Session, username, next string, audit storage.Entry) error {
+	if username == by.Username {
+		return fault.Errorf(fault.ErrForbidden, "own_password", "change your own password with the current one (POST /api/auth/change-password), not by a reset")
+	}
+	if err := names.CheckPassword("new_password", next); err != nil {
+		return err
+	}
+	if _, err := c.db.Users().Get(username); err != nil {
+		return fault.Errorf(fault.ErrNotFound, "user_not_found", "no user named %q", username)
+	}
+	hash, err := c.hasher.Hash(next)
+	if err != nil {
+		return err
+	}
+	audit.TargetType, audit.TargetID, audit.Result = "user", username, "ok"
+	return c.db.Users().SetPassword(username, hash, c.now(), "", c.audit.Within(audit))
+}
+
+// Users lists the accounts without any secret.
+func (c *Accounts) Users() ([]UserInfo, error) {
+	us, err := c.db.Users().List()
+	out := make([]UserInfo, 0, len(us))
+	for _, u := range us {
+		out = append(out, infoOf(u))
+	}
+	return out, err
+}
+
+// Hasher is the shared password hasher, for the capabilities that create accounts.
+func (c *Accounts) Hasher() *Hasher { return c.hasher }
+
+// PruneSessions deletes expired sessions.
+func (c *Accounts) PruneSessions() (int, error) { return c.db.Sessions().PruneExpired(c.now()) }

@@ -1,0 +1,484 @@
+// Package reconcile is the cell's one reconcile loop: the only caller of the
+// kernel parts (the WireGuard device, the tunnel link, the firewall).
+//
+// Capabilities never touch the kernel. They store their change; the database
+// announces every commit that matters (storage.DB.OnCommit: no polling), and
+// the loop wakes, reads one snapshot in one read transaction, builds the whole
+// desired state with plan.Build (pure) and applies it through the parts, whose
+// Set is idempotent. A change to one peer takes the constant-cost path
+// (PutPeer/RemovePeer on the device and the firewall sets), which the tests
+// prove equal to a full rebuild. A capability that must answer only once the
+// kernel has its change calls Sync, which waits for the loop to pass every
+// commit made before the call.
+//
+// The loop goes on past a failing part and keeps every error; it publishes
+// each part's last result atomically (Live), so health checks never wait on
+// an apply. A part that fails at start leaves the cell running, degraded, and
+// the health says why.
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/plan"
+	"github.com/pic-cell/cell/netstack/firewall"
+	"github.com/pic-cell/cell/netstack/links"
+	"github.com/pic-cell/cell/netstack/wireguard"
+	"github.com/pic-cell/cell/storage"
+)
+
+// Network is the kernel side the loop drives. The daemon builds it from its
+// flags: in tun mode all of it, in netstack mode only Open.
+type Network struct {
+	// Mode is "tun" or "netstack", for the status.
+	Mode string
+	// Open creates the WireGuard device once the cell knows its tunnel
+	// addresses (after setup); it is called again if they change in netstack mode.
+	Open func(addrs []netip.Addr) (wireguard.Device, error)
+	// Firewall and Links are optional: without them (netstack mode) the
+	// cell touches no kernel state but the device.
+	Firewall firewall.Firewall
+	Links    links.Links
+	// Interface is the tunnel interface's name, "wg0".
+	Interface string
+	// WAN is the uplink: the -wan flag, else the config's wan_interface,
+	// else the default route's (DefaultWAN).
+	WAN        string
+	DefaultWAN func() (string, error)
+	// LAN are the networks that count as the LAN for the peers' lan policy;
+	// when empty, LANOf finds them on the WAN interface.
+	LAN   []netip.Prefix
+	LANOf func(wan string) ([]netip.Prefix, error)
+	// LocalTCP and LocalUDP are the cell's own services that the tunnel may
+	// reach (the API port, DNS).
+	LocalTCP, LocalUDP []uint16
+}
+
+// Loop is the reconcile loop.
+type Loop struct {
+	db   *storage.DB
+	n    Network
+	log  *slog.Logger
+	rand io.Reader
+
+	mu      sync.Mutex // guards the pending work and the progress below
+	full    bool
+	peers   map[string]bool
+	want    uint64        // commits noted
+	done    uint64        // commits applied (or failed)
+	doneErr error         // the result of the apply that reached done
+	doneCh  chan struct{} // closed and replaced at every apply
+	kick    chan struct{}
+
+	// Owned by the loop goroutine (Run), never touched elsewhere.
+	dev     wireguard.Device
+	addrs   []netip.Addr
+	fwBuilt bool
+	applied map[string]plan.Peer // the peers the kernel has, by name
+
+	live atomic.Pointer[plan.Live]
+	// devPub is the open device, for the stats reads (UAPI gets, which do
+	// not change the device).
+	devPub atomic.Pointer[deviceBox]
+}
+
+type deviceBox struct{ wireguard.Device }
+
+// New returns a loop over n that hears of every commit of db. rand makes the
+// cell's WireGuard key the first time.
+func New(db *storage.DB, n Network, log *slog.Logger, rand io.Reader) *Loop {
+	if n.Interface == "" {
+		n.Interface = "wg0"
+	}
+	l := &Loop{db: db, n: n, log: log, rand: rand, peers: map[string]bool{}, kick: make(chan struct{}, 1),
+		doneCh: make(chan struct{}), applied: map[string]plan.Peer{}}
+	l.live.Store(&plan.Live{Mode: n.Mode, Interface: n.Interface, Firewall: n.Firewall != nil,
+		WireGuard:     storage.PartStatus{State: storage.StateNotConfigured, Reason: "waiting for setup"},
+		FirewallState: storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"}})
+	db.OnCommit(l.note)
+	l.noteFull()
+	return l
+}
+
+// note is the database's commit callback: it records what changed and wakes the loop.
+func (l *Loop) note(c storage.Change) {
+	l.mu.Lock()
+	if c.Kind == storage.ChangePeer {
+		l.peers[c.Key] = true
+	} else {
+		l.full = true
+	}
+	l.want++
+	l.mu.Unlock()
+	l.wake()
+}
+
+// noteFull asks for a full rebuild (at start, or by an operator's reconcile).
+func (l *Loop) noteFull() {
+	l.mu.Lock()
+	l.full = true
+	l.want++
+	l.mu.Unlock()
+	l.wake()
+}
+
+func (l *Loop) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Rebuild asks for a full rebuild and waits for it.
+func (l *Loop) Rebuild(ctx context.Context) error {
+	l.noteFull()
+	return l.Sync(ctx)
+}
+
+// Sync waits until the loop has applied every commit noted before the call and
+// returns the error of the apply that covered them (nil when it succeeded).
+func (l *Loop) Sync(ctx context.Context) error {
+	l.mu.Lock()
+	target := l.want
+	for l.done < target {
+		ch := l.doneCh
+		l.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("the kernel has not applied the change yet: %w", ctx.Err())
+		}
+		l.mu.Lock()
+	}
+	err := l.doneErr
+	l.mu.Unlock()
+	return err
+}
+
+// Run applies changes until ctx ends. Close, after Run has returned, tears the
+// parts down.
+func (l *Loop) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		}
+		l.mu.Lock()
+		full, peers, target := l.full, l.peers, l.want
+		l.full, l.peers = false, map[string]bool{}
+		l.mu.Unlock()
+		if target == l.doneSnapshot() {
+			continue
+		}
+		var err error
+		if full || l.dev == nil {
+			err = l.applyAll()
+		} else {
+			err = l.applyPeers(peers)
+		}
+		if err != nil {
+			l.log.Error("reconcile", "err", err)
+		}
+		l.mu.Lock()
+		l.done, l.doneErr = target, err
+		close(l.doneCh)
+		l.doneCh = make(chan struct{})
+		l.mu.Unlock()
+	}
+}
+
+func (l *Loop) doneSnapshot() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.done
+}
+
+// Close closes the device and the netlink connections; the firewall table stays
+// in the kernel (a restarting cell keeps filtering). Call it after Run returned.
+func (l *Loop) Close() {
+	if l.dev != nil {
+		l.dev.Close()
+		l.dev = nil
+		l.devPub.Store(nil)
+	}
+	if l.n.Firewall != nil {
+		l.n.Firewall.Close()
+	}
+	if l.n.Links != nil {
+		l.n.Links.Close()
+	}
+}
+
+// Live is the running network's state, read atomically.
+func (l *Loop) Live() plan.Live { return *l.live.Load() }
+
+func (l *Loop) publish(fn func(*plan.Live)) {
+	v := *l.live.Load()
+	fn(&v)
+	l.live.Store(&v)
+}
+
+// Stats reports the device's peers by public key (empty before the device is open).
+func (l *Loop) Stats() map[string]wireguard.PeerStats {
+	out := map[string]wireguard.PeerStats{}
+	b := l.devPub.Load()
+	if b == nil {
+		return out
+	}
+	st, err := b.Stats()
+	if err != nil {
+		return out
+	}
+	for _, s := range st {
+		out[s.PublicKey.String()] = s
+	}
+	return out
+}
+
+// CellKey returns the cell's WireGuard private key, creating it once.
+func CellKey(db *storage.DB, rand io.Reader) (wireguard.Key, error) {
+	raw, err := db.Vault.GetOrCreate(plan.CellKeyName, func() []byte {
+		b := make([]byte, 32)
+		if _, err := io.ReadFull(rand, b); err != nil {
+			panic("reconcile: the random source failed: " + err.Error())
+		}
+		k := plan.PrivateKey(b)
+		return k[:]
+	})
+	if err != nil {
+		return wireguard.Key{}, err
+	}
+	if len(raw) != 32 {
+		return wireguard.Key{}, errors.New("the WireGuard key in the vault is damaged")
+	}
+	return wireguard.Key(raw), nil
+}
+
+// snapshot reads everything the kernel state is built from in one read
+// transaction, and the host facts (WAN, LAN) from the machine.
+func (l *Loop) snapshot() (plan.Snapshot, error) {
+	var s plan.Snapshot
+	key, err := CellKey(l.db, l.rand)
+	if err != nil {
+		return s, err
+	}
+	s.CellKey = key
+	var netSec config.Network
+	err = l.db.View(func(tx *storage.Tx) error {
+		doc, found, err := config.LoadTx(l.db, tx)
+		if err != nil || !found {
+			return err
+		}
+		s.SetUp = true
+		netSec = doc.Network()
+		if s.Subnets, err = netSec.Subnets(); err != nil {
+			return err
+		}
+		stored, err := l.db.Peers().ListTx(tx)
+		if err != nil {
+			return err
+		}
+		for _, p := range stored {
+			pp, err := peerOf(l.db, tx, p)
+			if err != nil {
+				return err
+			}
+			s.Peers = append(s.Peers, pp)
+		}
+		s.Forwards, err = l.db.Forwards().ListTx(tx)
+		return err
+	})
+	if err != nil || !s.SetUp {
+		return s, err
+	}
+	s.Host = plan.Host{Interface: l.n.Interface, LocalTCP: l.n.LocalTCP, LocalUDP: l.n.LocalUDP,
+		Links: l.n.Links != nil, Firewall: l.n.Firewall != nil}
+	s.Host.WAN = l.wan(netSec.WANInterface)
+	s.Host.LAN = l.n.LAN
+	if len(l.n.LAN) == 0 && l.n.LANOf != nil && s.Host.WAN != "" {
+		if s.Host.LAN, err = l.n.LANOf(s.Host.WAN); err != nil {
+			l.log.Warn("no LAN networks: the lan policy has nothing to act on", "wan", s.Host.WAN, "err", err)
+		}
+	}
+	return s, nil
+}
+
+func peerOf(db *storage.DB, tx *storage.Tx, p storage.Peer) (plan.Peer, error) {
+	pub, err := plan.ParseKey(p.PublicKey)
+	if err != nil {
+		return plan.Peer{}, fmt.Errorf("peer %q: public key: %w", p.Name, err)
+	}
+	psk, err := db.Vault.GetTx(tx, storage.PeerSecret(p.Name, storage.SecretPresharedKey))
+	if err != nil {
+		return plan.Peer{}, fmt.Errorf("peer %q: %w", p.Name, err)
+	}
+	return plan.Peer{Name: p.Name, PublicKey: pub, PSK: wireguard.Key(psk), Addr4: p.IPv4, Addr6: p.IPv6,
+		Enabled: p.Enabled, Policy: p.Policy}, nil
+}
+
+func (l *Loop) wan(cfg string) string {
+	switch {
+	case l.n.WAN != "":
+		return l.n.WAN
+	case cfg != "" && cfg != "auto":
+		return cfg
+	case l.n.DefaultWAN != nil:
+		w, err := l.n.DefaultWAN()
+		if err != nil {
+			l.log.Warn("no WAN interface: peers reach no internet", "err", err)
+		}
+		return w
+	}
+	return ""
+}
+
+// applyAll builds every part from the database. It goes on past a failing
+// part and returns every error.
+func (l *Loop) applyAll() error {
+	s, err := l.snapshot()
+	if err != nil {
+		l.publish(func(v *plan.Live) { v.WireGuard = down(err) })
+		return err
+	}
+	if !s.SetUp {
+		return nil
+	}
+	d := plan.Build(s)
+	if l.dev != nil && !slices.Equal(d.Addresses, l.addrs) && l.n.Links == nil {
+		l.dev.Close() // netstack: the addresses are part of the device
+		l.dev = nil
+		l.devPub.Store(nil)
+	}
+	if l.dev == nil {
+		dev, err := l.n.Open(d.Addresses)
+		if err != nil {
+			err = fmt.Errorf("wireguard device: %w", err)
+			l.publish(func(v *plan.Live) { v.WireGuard = down(err); v.Running = false })
+			return err
+		}
+		l.dev, l.addrs = dev, d.Addresses
+		l.devPub.Store(&deviceBox{dev})
+	}
+	var errs []error
+	if err := l.dev.Set(d.WireGuard); err != nil {
+		errs = append(errs, err)
+	}
+	if d.Links != nil {
+		if err := l.n.Links.Set(*d.Links); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	fwState := storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"}
+	if d.Firewall != nil {
+		if err := l.n.Firewall.Set(*d.Firewall); err != nil {
+			errs = append(errs, err)
+			fwState = down(err)
+		} else {
+			l.fwBuilt = true
+			fwState = storage.PartStatus{State: storage.StateOK}
+			if s.Host.WAN == "" {
+				fwState = storage.PartStatus{State: storage.StateDegraded, Reason: "no WAN interface: peers reach no internet"}
+			}
+		}
+	}
+	l.applied = map[string]plan.Peer{}
+	for _, p := range s.Peers {
+		l.applied[p.Name] = p
+	}
+	err = errors.Join(errs...)
+	wg := storage.PartStatus{State: storage.StateOK}
+	if err != nil {
+		wg = storage.PartStatus{State: storage.StateDegraded, Reason: err.Error()}
+	}
+	l.publish(func(v *plan.Live) {
+		v.Running, v.WAN, v.LAN, v.WireGuard = true, s.Host.WAN, s.Host.LAN, wg
+		if d.Firewall != nil {
+			v.FirewallState = fwState
+		}
+	})
+	if err == nil {
+		l.log.Info("network built from the database", "peers", len(s.Peers), "forwards", len(s.Forwards), "wan", s.Host.WAN)
+	}
+	return err
+}
+
+// applyPeers brings the named peers' kernel state in line with the store: the
+// constant-cost path. A peer gone from the store is removed.
+func (l *Loop) applyPeers(names map[string]bool) error {
+	type change struct {
+		name   string
+		p      plan.Peer
+		exists bool
+	}
+	var changes []change
+	err := l.db.View(func(tx *storage.Tx) error {
+		for name := range names {
+			sp, err := l.db.Peers().GetTx(tx, name)
+			if errors.Is(err, storage.ErrNotFound) {
+				changes = append(changes, change{name: name})
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			p, err := peerOf(l.db, tx, sp)
+			if err != nil {
+				return err
+			}
+			changes = append(changes, change{name: name, p: p, exists: true})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, c := range changes {
+		old, had := l.applied[c.name]
+		if !c.exists && !had {
+			continue
+		}
+		if c.exists && c.p.Enabled {
+			errs = append(errs, l.dev.PutPeer(plan.WGPeer(c.p)))
+		} else {
+			pub := c.p.PublicKey
+			if !c.exists {
+				pub = old.PublicKey
+			}
+			errs = append(errs, l.dev.RemovePeer(pub))
+		}
+		if l.n.Firewall != nil && l.fwBuilt {
+			if c.exists {
+				errs = append(errs, l.n.Firewall.PutPeer(plan.FirewallPeer(c.p)))
+			} else {
+				errs = append(errs, l.n.Firewall.RemovePeer(old.Addr4))
+			}
+		}
+		if c.exists {
+			l.applied[c.name] = c.p
+		} else {
+			delete(l.applied, c.name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func down(err error) storage.PartStatus {
+	return storage.PartStatus{State: storage.StateDown, Reason: err.Error()}
+}
+
+// CheckWireGuard is the wireguard part's health, from the last apply.
+func (l *Loop) CheckWireGuard(context.Context) storage.PartStatus { return l.Live().WireGuard }
+
+// CheckFirewall is the firewall part's health, from the last apply.
+func (l *Loop) CheckFirewall(context.Context) storage.PartStatus { return l.Live().FirewallState }
