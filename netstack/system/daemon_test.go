@@ -3,12 +3,11 @@ package system_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pic-cell/cell/httpapi/client"
 	"github.com/pic-cell/cell/netstack/nstest"
 	"github.com/pic-cell/cell/netstack/wireguard"
 )
@@ -140,53 +140,21 @@ func (d *daemon) kill9() {
 
 // api is an admin (or peer) browser session against the daemon.
 type api struct {
-	t    testing.TB
-	base string
-	http *http.Client
-	csrf string
+	*client.Client
+	t testing.TB
 }
 
 func newAPI(t testing.TB, base string, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *api {
-	jar, _ := cookiejar.New(nil)
 	tr := &http.Transport{DialContext: dial, DisableKeepAlives: true}
-	return &api{t: t, base: base, http: &http.Client{Jar: jar, Transport: tr, Timeout: 30 * time.Second}}
+	return &api{Client: client.New(base, client.WithTransport(tr), client.WithTimeout(30*time.Second)), t: t}
 }
 
-func (a *api) do(method, path string, body any) (int, []byte) {
+// ok stops the test on an error of the call what.
+func (a *api) ok(what string, err error) {
 	a.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		raw, _ := json.Marshal(body)
-		rd = bytes.NewReader(raw)
-	}
-	req, _ := http.NewRequest(method, a.base+path, rd)
-	if rd != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if a.csrf != "" {
-		req.Header.Set("X-CSRF-Token", a.csrf)
-	}
-	res, err := a.http.Do(req)
 	if err != nil {
-		a.t.Fatalf("%s %s: %v", method, path, err)
+		a.t.Fatalf("%s: %v", what, err)
 	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	return res.StatusCode, b
-}
-
-func (a *api) must(status int, method, path string, body any, out any) []byte {
-	a.t.Helper()
-	got, b := a.do(method, path, body)
-	if got != status {
-		a.t.Fatalf("%s %s: %d, want %d: %s", method, path, got, status, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			a.t.Fatalf("%s %s: %v", method, path, err)
-		}
-	}
-	return b
 }
 
 const adminPW = "a long admin password"
@@ -194,11 +162,11 @@ const adminPW = "a long admin password"
 // setUp completes the wizard and logs in as admin.
 func (a *api) setUp(domain string, port int) {
 	a.t.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		req, _ := http.NewRequest("GET", a.base+"/health", nil)
-		if res, err := a.http.Do(req); err == nil {
-			res.Body.Close()
+		var answered *client.Error
+		if _, err := a.Health(ctx); err == nil || errors.As(err, &answered) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -206,19 +174,20 @@ func (a *api) setUp(domain string, port int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	a.must(200, "POST", "/api/setup/step", map[string]any{"step": "admin", "data": map[string]any{"username": "admin", "password": adminPW}}, nil)
-	a.must(200, "POST", "/api/setup/step", map[string]any{"step": "cell", "data": map[string]any{"name": "home", "domain": domain}}, nil)
-	a.must(200, "POST", "/api/setup/step", map[string]any{"step": "network", "data": map[string]any{"wg_port": port, "subnet_v4": "10.77.0.0/24", "subnet_v6": "fd77::/64", "wan_interface": "auto"}}, nil)
-	a.must(200, "POST", "/api/setup/complete", nil, nil)
+	_, err := a.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": adminPW})
+	a.ok("setup step admin", err)
+	_, err = a.SetupStep(ctx, "cell", map[string]any{"name": "home", "domain": domain})
+	a.ok("setup step cell", err)
+	_, err = a.SetupStep(ctx, "network", map[string]any{"wg_port": port, "subnet_v4": "10.77.0.0/24", "subnet_v6": "fd77::/64", "wan_interface": "auto"})
+	a.ok("setup step network", err)
+	_, err = a.CompleteSetup(ctx)
+	a.ok("complete setup", err)
 	a.login("admin", adminPW)
 }
 
 func (a *api) login(user, pw string) {
 	a.t.Helper()
-	a.must(200, "POST", "/api/auth/login", map[string]any{"username": user, "password": pw}, nil)
-	var tok struct{ Token string }
-	a.must(200, "GET", "/api/auth/csrf-token", nil, &tok)
-	a.csrf = tok.Token
+	a.ok("login", a.Login(context.Background(), user, pw))
 }
 
 // waitRunning waits until the daemon has built the device from the config.
@@ -226,25 +195,13 @@ func (a *api) waitRunning() {
 	a.t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		var st struct{ Running bool }
-		req, _ := http.NewRequest("GET", a.base+"/api/wireguard/status", nil)
-		if res, err := a.http.Do(req); err == nil { // refused while the daemon starts
-			json.NewDecoder(res.Body).Decode(&st)
-			res.Body.Close()
-			if res.StatusCode == 200 && st.Running {
-				return
-			}
+		// Refused while the daemon starts.
+		if st, err := a.WireGuardStatus(context.Background()); err == nil && st.Running {
+			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 	a.t.Fatal("WireGuard never came up after setup")
-}
-
-type created struct {
-	Peer struct {
-		Name, IPv4, IPv6 string
-	}
-	OneTimePassword string `json:"one_time_password"`
 }
 
 // TestDaemonTunMode is the issue's end to end: the daemon in TUN mode in the
@@ -261,11 +218,15 @@ func TestDaemonTunMode(t *testing.T) {
 	a.setUp("cell.test", 51820)
 	a.waitRunning()
 
-	var pa, pb created
-	a.must(201, "POST", "/api/peers", map[string]any{"name": "client-a"}, &pa)
-	a.must(201, "POST", "/api/peers", map[string]any{"name": "client-b"}, &pb)
-	cfgA := string(a.must(200, "GET", "/api/peers/client-a/config", nil, nil))
-	cfgB := string(a.must(200, "GET", "/api/peers/client-b/config", nil, nil))
+	ctx := context.Background()
+	_, err := a.CreatePeer(ctx, client.NewPeer{Name: "client-a"})
+	a.ok("POST /api/peers", err)
+	_, err = a.CreatePeer(ctx, client.NewPeer{Name: "client-b"})
+	a.ok("POST /api/peers", err)
+	cfgA, err := a.PeerConfig(ctx, "client-a")
+	a.ok("GET /api/peers/client-a/config", err)
+	cfgB, err := a.PeerConfig(ctx, "client-b")
+	a.ok("GET /api/peers/client-b/config", err)
 	resolve := func(host string) string {
 		if host != "cell.test" {
 			t.Fatalf("endpoint host %q, want the cell's domain", host)
@@ -284,13 +245,8 @@ func TestDaemonTunMode(t *testing.T) {
 	if !top.B.WaitPing("10.77.0.1", 10*time.Second) {
 		t.Fatal("client-b cannot ping the cell")
 	}
-	var st struct {
-		Peers []struct {
-			Name          string
-			LastHandshake *time.Time `json:"last_handshake"`
-		}
-	}
-	a.must(200, "GET", "/api/wireguard/status", nil, &st)
+	st, err := a.WireGuardStatus(ctx)
+	a.ok("GET /api/wireguard/status", err)
 	for _, p := range st.Peers {
 		if p.LastHandshake == nil {
 			t.Errorf("status: %s has no handshake", p.Name)
@@ -314,20 +270,23 @@ func TestDaemonTunMode(t *testing.T) {
 	if top.A.Ping("10.77.0.3", time.Second) {
 		t.Error("client-a reached client-b before the policy allowed it")
 	}
-	a.must(200, "PUT", "/api/routing/peers/client-a", map[string]any{"peers": "allow"}, nil)
+	_, err = a.SetPeerRouting(ctx, "client-a", client.PolicyChange{Peers: new("allow")})
+	a.ok("PUT /api/routing/peers/client-a", err)
 	if !top.A.WaitPing("10.77.0.3", 3*time.Second) {
 		t.Error("client-a cannot reach client-b after allowing it")
 	}
 
 	// A port forward from the WAN reaches a service on client-a.
 	serveOn(t, top.A, "10.77.0.2:8081", "hello from client-a")
-	a.must(201, "POST", "/api/routing/forwards", map[string]any{"proto": "tcp", "port": 8080, "peer": "client-a", "to_port": 8081}, nil)
+	_, err = a.AddForward(ctx, client.NewForward{Proto: "tcp", Port: 8080, Peer: "client-a", ToPort: 8081})
+	a.ok("POST /api/routing/forwards", err)
 	if got, err := top.WAN.Get(nstest.CellWAN+":8080", "/", 5*time.Second); err != nil || got != "hello from client-a" {
 		t.Errorf("GET the cell's WAN port 8080 from the internet = %q, %v; want client-a's service", got, err)
 	}
 
 	// The QR decodes, with a real decoder, to the config byte for byte.
-	png := a.must(200, "GET", "/api/peers/client-a/qr", nil, nil)
+	png, err := a.PeerQR(ctx, "client-a", "")
+	a.ok("GET /api/peers/client-a/qr", err)
 	f := filepath.Join(t.TempDir(), "a.png")
 	os.WriteFile(f, png, 0o644)
 	if out, err := exec.Command("zbarimg", "--raw", "-q", "-Sbinary", f).Output(); err != nil || string(out) != cfgA {
@@ -353,22 +312,16 @@ func TestDaemonTunMode(t *testing.T) {
 	}
 	// And both are what the database says: every enabled peer, with its
 	// key and addresses, and nothing else.
-	var list struct {
-		Peers []struct {
-			PublicKey  string `json:"public_key"`
-			IPv4, IPv6 string
-			Enabled    bool
-		}
-	}
-	a.must(200, "GET", "/api/peers", nil, &list)
-	for _, p := range list.Peers {
+	peers, err := a.Peers(ctx)
+	a.ok("GET /api/peers", err)
+	for _, p := range peers {
 		block := fmt.Sprintf("PublicKey = %s\nPresharedKey = ", p.PublicKey)
 		allowed := fmt.Sprintf("AllowedIPs = %s/32, %s/128", p.IPv4, p.IPv6)
 		if p.Enabled != (strings.Contains(wgAfter, block) && strings.Contains(wgAfter, allowed)) {
 			t.Errorf("peer %s (enabled %v) on the device: %v\n%s", p.IPv4, p.Enabled, !p.Enabled, wgAfter)
 		}
 	}
-	if got, want := strings.Count(wgAfter, "[Peer]"), len(list.Peers); got != want {
+	if got, want := strings.Count(wgAfter, "[Peer]"), len(peers); got != want {
 		t.Errorf("device has %d peers, the database %d", got, want)
 	}
 	// The clients still hold sessions with the dead process; WireGuard
@@ -380,7 +333,8 @@ func TestDaemonTunMode(t *testing.T) {
 
 	// Disable: a's traffic stops within a second; b is untouched.
 	start := time.Now()
-	a.must(200, "PUT", "/api/peers/client-a", map[string]any{"enabled": false}, nil)
+	_, err = a.UpdatePeer(ctx, "client-a", client.PeerChange{Enabled: new(false)})
+	a.ok("PUT /api/peers/client-a", err)
 	for top.A.Ping("10.77.0.1", 200*time.Millisecond) {
 		if time.Since(start) > time.Second {
 			t.Fatal("client-a still reaches the cell a second after disable")
@@ -392,7 +346,7 @@ func TestDaemonTunMode(t *testing.T) {
 	}
 	// Delete: b's traffic stops within a second, and b is gone everywhere.
 	start = time.Now()
-	a.must(200, "DELETE", "/api/peers/client-b", nil, nil)
+	a.ok("DELETE /api/peers/client-b", a.DeletePeer(ctx, "client-b"))
 	for top.B.Ping("10.77.0.1", 200*time.Millisecond) {
 		if time.Since(start) > time.Second {
 			t.Fatal("client-b still reaches the cell a second after delete")
@@ -464,9 +418,12 @@ func TestDaemonNetstackMode(t *testing.T) {
 	a := newAPI(t, fmt.Sprintf("http://127.0.0.1:%d", apiPort), d.DialContext)
 	a.setUp("127.0.0.1", wgPortN)
 	a.waitRunning()
-	var p created
-	a.must(201, "POST", "/api/peers", map[string]any{"name": "laptop"}, &p)
-	q, err := nstest.ParseQuick(string(a.must(200, "GET", "/api/peers/laptop/config", nil, nil)))
+	ctx := context.Background()
+	_, err := a.CreatePeer(ctx, client.NewPeer{Name: "laptop"})
+	a.ok("POST /api/peers", err)
+	conf, err := a.PeerConfig(ctx, "laptop")
+	a.ok("GET /api/peers/laptop/config", err)
+	q, err := nstest.ParseQuick(conf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -492,13 +449,8 @@ func TestDaemonNetstackMode(t *testing.T) {
 			t.Fatalf("ping over the netstack tunnel: %v", err)
 		}
 	}
-	var st struct {
-		Mode  string
-		Peers []struct {
-			LastHandshake *time.Time `json:"last_handshake"`
-		}
-	}
-	a.must(200, "GET", "/api/wireguard/status", nil, &st)
+	st, err := a.WireGuardStatus(ctx)
+	a.ok("GET /api/wireguard/status", err)
 	if st.Mode != "netstack" || len(st.Peers) != 1 || st.Peers[0].LastHandshake == nil {
 		t.Errorf("status = %+v, want netstack with one handshaken peer", st)
 	}
