@@ -46,7 +46,7 @@ type Settings interface {
 // Health is the parts' status and the health history (cell/health).
 type Health interface {
 	Status(ctx context.Context) health.Status
-	History(limit int) ([]storage.HealthRecord, error)
+	History(limit int) ([]health.Record, error)
 }
 
 // Auditor is the audit log (cell/audit).

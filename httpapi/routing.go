@@ -14,7 +14,7 @@ import (
 type RoutingService interface {
 	Routing() (peers.RoutingView, error)
 	SetPeerPolicy(ctx context.Context, name string, ch peers.PolicyChange, audit storage.Entry) (peers.PeerPolicyView, error)
-	AddForward(ctx context.Context, in peers.NewForward, audit storage.Entry) (storage.Forward, error)
+	AddForward(ctx context.Context, in peers.NewForward, audit storage.Entry) (peers.Forward, error)
 	DeleteForward(ctx context.Context, ref peers.ForwardRef, audit storage.Entry) error
 }
 

@@ -51,10 +51,31 @@ func Section() config.Section {
 
 // Status is GET /api/status.
 type Status struct {
-	State   string                        `json:"state"`
-	Version string                        `json:"version"`
-	Uptime  int64                         `json:"uptime_seconds"`
-	Parts   map[string]storage.PartStatus `json:"parts"`
+	State   string          `json:"state"`
+	Version string          `json:"version"`
+	Uptime  int64           `json:"uptime_seconds"`
+	Parts   map[string]Part `json:"parts"`
+}
+
+// Part is one part's state as the API shows it (its own type, so that the
+// stored record's shape never changes an answer by accident).
+type Part struct {
+	State  string `json:"state"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Record is one run of the health checker, as GET /api/health/history shows it.
+type Record struct {
+	Time  time.Time       `json:"time"`
+	Parts map[string]Part `json:"parts"`
+}
+
+func partsOf(in map[string]storage.PartStatus) map[string]Part {
+	out := make(map[string]Part, len(in))
+	for k, v := range in {
+		out[k] = Part{State: v.State, Reason: v.Reason}
+	}
+	return out
 }
 
 // Health is the capability.
@@ -101,8 +122,8 @@ func (h *Health) Started() time.Time { return h.started }
 
 // Status runs every part's check now.
 func (h *Health) Status(ctx context.Context) Status {
-	st := Status{Version: h.version, Uptime: int64(h.now().Sub(h.started) / time.Second), Parts: h.checkParts(ctx)}
-	st.State = Overall(st.Parts)
+	parts := h.checkParts(ctx)
+	st := Status{Version: h.version, Uptime: int64(h.now().Sub(h.started) / time.Second), Parts: partsOf(parts), State: Overall(parts)}
 	return st
 }
 
@@ -173,8 +194,13 @@ func (h *Health) CheckHealth(ctx context.Context) (storage.HealthRecord, error) 
 }
 
 // History returns up to limit records, newest first.
-func (h *Health) History(limit int) ([]storage.HealthRecord, error) {
-	return h.db.Health().Recent(limit)
+func (h *Health) History(limit int) ([]Record, error) {
+	recs, err := h.db.Health().Recent(limit)
+	out := make([]Record, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, Record{Time: r.Time, Parts: partsOf(r.Parts)})
+	}
+	return out, err
 }
 
 // Run checks health now and then at the configured interval until ctx ends;

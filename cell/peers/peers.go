@@ -142,19 +142,19 @@ func (c *Peers) subnets() (config.Subnets, config.Doc, error) {
 
 // PeerView is a peer as the API shows it: no secret, live counters.
 type PeerView struct {
-	Name          string             `json:"name"`
-	Description   string             `json:"description"`
-	IPv4          netip.Addr         `json:"ipv4"`
-	IPv6          netip.Addr         `json:"ipv6"`
-	PublicKey     string             `json:"public_key"`
-	KeySource     string             `json:"key_source"` // "cell" (generated, in the vault) or "user"
-	Route         string             `json:"route"`
-	Enabled       bool               `json:"enabled"`
-	Policy        storage.PeerPolicy `json:"policy"`
-	CreatedAt     time.Time          `json:"created_at"`
-	LastHandshake *time.Time         `json:"last_handshake"`
-	RxBytes       uint64             `json:"rx_bytes"`
-	TxBytes       uint64             `json:"tx_bytes"`
+	Name          string     `json:"name"`
+	Description   string     `json:"description"`
+	IPv4          netip.Addr `json:"ipv4"`
+	IPv6          netip.Addr `json:"ipv6"`
+	PublicKey     string     `json:"public_key"`
+	KeySource     string     `json:"key_source"` // "cell" (generated, in the vault) or "user"
+	Route         string     `json:"route"`
+	Enabled       bool       `json:"enabled"`
+	Policy        Policy     `json:"policy"`
+	CreatedAt     time.Time  `json:"created_at"`
+	LastHandshake *time.Time `json:"last_handshake"`
+	RxBytes       uint64     `json:"rx_bytes"`
+	TxBytes       uint64     `json:"tx_bytes"`
 }
 
 // NewPeer is the body of POST /api/peers.
@@ -420,7 +420,7 @@ func (c *Peers) stats() map[string]wireguard.PeerStats { return c.net.Stats() }
 
 func (c *Peers) viewOf(p storage.Peer, st map[string]wireguard.PeerStats) PeerView {
 	v := PeerView{Name: p.Name, Description: p.Description, IPv4: p.IPv4, IPv6: p.IPv6, PublicKey: p.PublicKey,
-		KeySource: "user", Route: p.Route, Enabled: p.Enabled, Policy: p.Policy, CreatedAt: p.CreatedAt}
+		KeySource: "user", Route: p.Route, Enabled: p.Enabled, Policy: policyOf(p.Policy), CreatedAt: p.CreatedAt}
 	if p.KeyGenerated {
 		v.KeySource = "cell"
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pic-cell/cell/cell/config"
 	"github.com/pic-cell/cell/cell/fault"
@@ -17,9 +18,9 @@ import (
 
 // RoutingView is GET /api/routing.
 type RoutingView struct {
-	NAT      NATView           `json:"nat"`
-	Peers    []PeerPolicyView  `json:"peers"`
-	Forwards []storage.Forward `json:"forwards"`
+	NAT      NATView          `json:"nat"`
+	Peers    []PeerPolicyView `json:"peers"`
+	Forwards []Forward        `json:"forwards"`
 }
 
 // NATView says how peers reach the internet.
@@ -34,7 +35,33 @@ type NATView struct {
 type PeerPolicyView struct {
 	Name    string `json:"name"`
 	Enabled bool   `json:"enabled"`
-	storage.PeerPolicy
+	Policy
+}
+
+// Policy is where a peer's traffic may go: "allow" or "deny" each. The API has
+// its own types (here and Forward), so that a change of the stored records'
+// shape never changes an answer by accident.
+type Policy struct {
+	Internet string `json:"internet"`
+	LAN      string `json:"lan"`
+	Peers    string `json:"peers"`
+}
+
+func policyOf(p storage.PeerPolicy) Policy {
+	return Policy{Internet: p.Internet, LAN: p.LAN, Peers: p.Peers}
+}
+
+// Forward is a port forward from the WAN to a peer, as the API shows it.
+type Forward struct {
+	Proto     string    `json:"proto"`
+	Port      uint16    `json:"port"`
+	Peer      string    `json:"peer"`
+	ToPort    uint16    `json:"to_port"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func forwardOf(f storage.Forward) Forward {
+	return Forward{Proto: f.Proto, Port: f.Port, Peer: f.Peer, ToPort: f.ToPort, CreatedAt: f.CreatedAt}
 }
 
 // PolicyChange is the body of PUT /api/routing/peers/<name>; absent fields stay.
@@ -79,9 +106,13 @@ func (c *Peers) Routing() (RoutingView, error) {
 		return v, err
 	}
 	for _, p := range peers {
-		v.Peers = append(v.Peers, PeerPolicyView{Name: p.Name, Enabled: p.Enabled, PeerPolicy: p.Policy})
+		v.Peers = append(v.Peers, PeerPolicyView{Name: p.Name, Enabled: p.Enabled, Policy: policyOf(p.Policy)})
 	}
-	v.Forwards, err = c.db.Forwards().List()
+	fwds, err := c.db.Forwards().List()
+	v.Forwards = make([]Forward, 0, len(fwds))
+	for _, f := range fwds {
+		v.Forwards = append(v.Forwards, forwardOf(f))
+	}
 	return v, err
 }
 
@@ -125,7 +156,7 @@ func (c *Peers) SetPeerPolicy(ctx context.Context, name string, ch PolicyChange,
 	if err := c.applied(ctx, "the policy"); err != nil {
 		return PeerPolicyView{}, err
 	}
-	return PeerPolicyView{Name: p.Name, Enabled: p.Enabled, PeerPolicy: p.Policy}, nil
+	return PeerPolicyView{Name: p.Name, Enabled: p.Enabled, Policy: policyOf(p.Policy)}, nil
 }
 
 // reservedPorts are the cell's own ports on the WAN side, which no forward
@@ -145,29 +176,29 @@ func checkForwardRef(proto string, port int) error {
 }
 
 // AddForward forwards a WAN port to a peer's port.
-func (c *Peers) AddForward(ctx context.Context, in NewForward, audit storage.Entry) (storage.Forward, error) {
+func (c *Peers) AddForward(ctx context.Context, in NewForward, audit storage.Entry) (Forward, error) {
 	if err := checkForwardRef(in.Proto, in.Port); err != nil {
-		return storage.Forward{}, err
+		return Forward{}, err
 	}
 	if in.ToPort == 0 {
 		in.ToPort = in.Port
 	}
 	if in.ToPort < 1 || in.ToPort > 65535 {
-		return storage.Forward{}, fault.Invalid("invalid_to_port", "to_port must be from 1 to 65535 (got %d)", in.ToPort)
+		return Forward{}, fault.Invalid("invalid_to_port", "to_port must be from 1 to 65535 (got %d)", in.ToPort)
 	}
 	if !names.ValidLabel(in.Peer) {
-		return storage.Forward{}, fault.Invalid("invalid_peer", "peer must be a peer's name (got %s)", names.Quote(in.Peer))
+		return Forward{}, fault.Invalid("invalid_peer", "peer must be a peer's name (got %s)", names.Quote(in.Peer))
 	}
 	sn, _, err := c.subnets()
 	if err != nil {
-		return storage.Forward{}, err
+		return Forward{}, err
 	}
 	if live := c.net.Live(); live.Mode != "" && !live.Firewall {
-		return storage.Forward{}, fault.Errorf(fault.ErrConflict, "forwards_need_tun", "port forwards need the kernel firewall: this cell runs WireGuard in %s mode (start it with -wg-mode tun)", live.Mode)
+		return Forward{}, fault.Errorf(fault.ErrConflict, "forwards_need_tun", "port forwards need the kernel firewall: this cell runs WireGuard in %s mode (start it with -wg-mode tun)", live.Mode)
 	}
 	for _, p := range reservedPorts(sn)[in.Proto] {
 		if p == in.Port {
-			return storage.Forward{}, fault.Errorf(fault.ErrConflict, "port_reserved", "%s port %d is the cell's own", in.Proto, in.Port)
+			return Forward{}, fault.Errorf(fault.ErrConflict, "port_reserved", "%s port %d is the cell's own", in.Proto, in.Port)
 		}
 	}
 	f := storage.Forward{Proto: in.Proto, Port: uint16(in.Port), Peer: in.Peer, ToPort: uint16(in.ToPort), CreatedAt: c.now().UTC()}
@@ -176,16 +207,16 @@ func (c *Peers) AddForward(ctx context.Context, in NewForward, audit storage.Ent
 	err = c.db.Forwards().Create(f, c.audit.Within(audit))
 	switch {
 	case errors.Is(err, storage.ErrExists):
-		return f, fault.Errorf(fault.ErrConflict, "port_taken", "%s port %d is already forwarded", in.Proto, in.Port)
+		return forwardOf(f), fault.Errorf(fault.ErrConflict, "port_taken", "%s port %d is already forwarded", in.Proto, in.Port)
 	case errors.Is(err, storage.ErrNotFound):
-		return f, fault.Invalid("invalid_peer", "no peer named %s", names.Quote(in.Peer))
+		return forwardOf(f), fault.Invalid("invalid_peer", "no peer named %s", names.Quote(in.Peer))
 	case err != nil:
-		return f, err
+		return forwardOf(f), err
 	}
 	if err := c.applied(ctx, "the forward"); err != nil {
-		return f, err
+		return forwardOf(f), err
 	}
-	return f, nil
+	return forwardOf(f), nil
 }
 
 // DeleteForward removes a forward.
