@@ -1,0 +1,100 @@
+package plan
+
+import (
+	"encoding/json"
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/netstack/wireguard"
+	"github.com/pic-cell/cell/storage"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func key(b byte) wireguard.Key {
+	var k wireguard.Key
+	for i := range k {
+		k[i] = b
+	}
+	return k
+}
+
+func snapshot(host Host) Snapshot {
+	sn, _ := config.Network{WGPort: 51820, SubnetV4: "10.77.0.0/24", SubnetV6: "fd77::/64"}.Subnets()
+	allow := storage.PeerPolicy{Internet: storage.Allow, LAN: storage.Deny, Peers: storage.Deny}
+	return Snapshot{SetUp: true, Subnets: sn, CellKey: key(1), Host: host,
+		// Out of order on purpose: Build sorts.
+		Peers: []Peer{
+			{Name: "phone", PublicKey: key(3), PSK: key(4), Addr4: netip.MustParseAddr("10.77.0.3"), Addr6: netip.MustParseAddr("fd77::3"), Enabled: true, Policy: allow},
+			{Name: "laptop", PublicKey: key(5), PSK: key(6), Addr4: netip.MustParseAddr("10.77.0.2"), Addr6: netip.MustParseAddr("fd77::2"), Enabled: false, Policy: allow},
+		},
+		Forwards: []storage.Forward{{Proto: "tcp", Port: 8080, Peer: "phone", ToPort: 80}, {Proto: "udp", Port: 9, Peer: "gone", ToPort: 9}},
+	}
+}
+
+// Build is golden-tested: the whole desired state of a small cell, in tun mode
+// (device, link, firewall) and in netstack mode (the device alone).
+func TestBuildGolden(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		host Host
+	}{
+		{"tun", Host{Interface: "wg0", WAN: "eth0", LAN: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")},
+			LocalTCP: []uint16{53, 3000}, LocalUDP: []uint16{53}, Links: true, Firewall: true}},
+		{"netstack", Host{Interface: "wg0"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := json.MarshalIndent(readable(Build(snapshot(c.host))), "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, '\n')
+			path := filepath.Join("testdata", c.name+".golden.json")
+			if *update {
+				os.WriteFile(path, got, 0o644)
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if d := cmp.Diff(string(want), string(got)); d != "" {
+				t.Errorf("Build differs from %s (-want +got):\n%s", path, d)
+			}
+			if again, _ := json.MarshalIndent(readable(Build(snapshot(c.host))), "", "  "); string(again)+"\n" != string(got) {
+				t.Error("Build is not deterministic")
+			}
+		})
+	}
+}
+
+func TestBuildBeforeSetupIsEmpty(t *testing.T) {
+	s := snapshot(Host{Links: true, Firewall: true})
+	s.SetUp = false
+	if d := Build(s); d.Links != nil || d.Firewall != nil || len(d.WireGuard.Peers) != 0 || len(d.Addresses) != 0 {
+		t.Errorf("Build before setup = %+v, want nothing", d)
+	}
+}
+
+// readable is d with its keys in base64, as wg shows them, so the golden files
+// read like a configuration.
+func readable(d Desired) any {
+	type peer struct {
+		PublicKey, PresharedKey string
+		AllowedIPs              []netip.Prefix
+	}
+	wg := struct {
+		PrivateKey string
+		ListenPort int
+		Peers      []peer
+	}{PrivateKey: d.WireGuard.PrivateKey.String(), ListenPort: d.WireGuard.ListenPort}
+	for _, p := range d.WireGuard.Peers {
+		wg.Peers = append(wg.Peers, peer{p.PublicKey.String(), p.PresharedKey.String(), p.AllowedIPs})
+	}
+	return map[string]any{"Addresses": d.Addresses, "WireGuard": wg, "Links": d.Links, "Firewall": d.Firewall}
+}
