@@ -12,9 +12,9 @@ import (
 
 // Cache bounds (the package doc gives the reasons).
 const (
-	DefaultCacheSize = 10000            // entries
-	cacheBytesPer    = 1024             // the byte budget is CacheSize times this
-	maxEntryBytes    = 4096             // larger answers are passed on, not kept
+	DefaultCacheSize = 10000              // entries
+	cacheBytesPer    = 1024               // the byte budget is CacheSize times this
+	maxEntryBytes    = 4096               // larger answers are passed on, not kept
 	maxPositiveTTL   = 3600 * time.Second // a cached answer lives at most an hour
 	maxNegativeTTL   = 300 * time.Second  // and a "no such name" five minutes
 )

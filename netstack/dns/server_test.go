@@ -331,12 +331,16 @@ func TestSetRefusesAndKeepsOld(t *testing.T) {
 	c, _ := newSample(t)
 	before := c.zone.Load()
 	for name, mut := range map[string]func(*Config){
-		"hostile name":   func(c *Config) { c.Zone.Records = append(c.Zone.Records, Record{Name: "$(reboot)", Type: "A", Value: "10.77.0.9"}) },
+		"hostile name": func(c *Config) {
+			c.Zone.Records = append(c.Zone.Records, Record{Name: "$(reboot)", Type: "A", Value: "10.77.0.9"})
+		},
 		"cname and data": func(c *Config) { c.Zone.Records = append(c.Zone.Records, Record{Name: "www", Type: "TXT", Value: "x"}) },
-		"two cnames":     func(c *Config) { c.Zone.Records = append(c.Zone.Records, Record{Name: "www", Type: "CNAME", Value: "mail"}) },
-		"bad upstream":   func(c *Config) { c.Upstreams = []string{"resolver.example"} },
-		"bad prefix":     func(c *Config) { c.Allowed = []netip.Prefix{{}} },
-		"no domain":      func(c *Config) { c.Zone.Domain = "" },
+		"two cnames": func(c *Config) {
+			c.Zone.Records = append(c.Zone.Records, Record{Name: "www", Type: "CNAME", Value: "mail"})
+		},
+		"bad upstream": func(c *Config) { c.Upstreams = []string{"resolver.example"} },
+		"bad prefix":   func(c *Config) { c.Allowed = []netip.Prefix{{}} },
+		"no domain":    func(c *Config) { c.Zone.Domain = "" },
 	} {
 		cfg := Config{Zone: sampleZone(), Allowed: loopback}
 		cfg.Zone.Records = append([]Record{{Name: "new", Type: "A", Value: "10.77.0.50"}}, cfg.Zone.Records...)

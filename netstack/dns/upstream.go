@@ -64,6 +64,9 @@ func ParseUpstream(s string) (Upstream, error) {
 		}
 	}
 	var ap netip.AddrPort
+	if len(rest) > 2 && rest[0] == '[' && rest[len(rest)-1] == ']' {
+		rest = rest[1 : len(rest)-1] // [IPv6] without a port
+	}
 	if a, err := netip.ParseAddr(rest); err == nil {
 		ap = netip.AddrPortFrom(a, port)
 	} else if h, p, err := net.SplitHostPort(rest); err == nil {

@@ -171,7 +171,10 @@ func (o *owner) index(apex string) {
 		if t == mdns.TypePTR && (explicitPTR && it.derived || apexPTR && it.derived && it.rr.(*mdns.PTR).Ptr != apex) {
 			continue
 		}
-		if slices.ContainsFunc(o.sets[t], func(x mdns.RR) bool { return mdns.IsDuplicate(x, it.rr) }) {
+		if i := slices.IndexFunc(o.sets[t], func(x mdns.RR) bool { return mdns.IsDuplicate(x, it.rr) }); i >= 0 {
+			if it.rr.Header().Ttl < o.sets[t][i].Header().Ttl {
+				o.sets[t][i] = it.rr // the same data twice: the shorter TTL
+			}
 			continue
 		}
 		o.sets[t] = append(o.sets[t], it.rr)
@@ -180,8 +183,25 @@ func (o *owner) index(apex string) {
 		if t == mdns.TypePTR {
 			slices.SortFunc(s, func(a, b mdns.RR) int { return strings.Compare(a.(*mdns.PTR).Ptr, b.(*mdns.PTR).Ptr) })
 		}
-		o.sets[t] = slices.Clip(s)
+		o.sets[t] = sameTTL(slices.Clip(s))
 	}
+}
+
+// sameTTL gives every record of a set the set's smallest TTL (RFC 2181
+// 5.2: one TTL per set), whatever order the records came in.
+func sameTTL(set []mdns.RR) []mdns.RR {
+	ttl := set[0].Header().Ttl
+	for _, rr := range set {
+		ttl = min(ttl, rr.Header().Ttl)
+	}
+	for i, rr := range set {
+		if rr.Header().Ttl != ttl {
+			c := mdns.Copy(rr)
+			c.Header().Ttl = ttl
+			set[i] = c
+		}
+	}
+	return set
 }
 
 // zone is one published version of the zone. It is never changed after
