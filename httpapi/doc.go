@@ -28,15 +28,16 @@
 // Access is one of Public, Setup, Session (any logged-in role), Admin, Peer. Every
 // POST/PUT/PATCH/DELETE needs the session's X-CSRF-Token except under /api/auth/ and
 // /api/setup/, and is refused when its Origin (or Sec-Fetch-Site) says cross-site.
-// Every POST/PUT/PATCH/DELETE is written to the audit log after the handler, with
-// Route.Action (default "METHOD path pattern"), Route.TargetType, req.TargetID and
-// req.Details (names and non-secret values only), and result "ok" or the error code;
-// refusals (401, 403, 409, 429, 400...) are audited the same way. The audit entry is
-// durable before the response is written. A change that must never survive a crash
-// without its entry is stored with the entry in one transaction: the handler passes
-// s.auditEntry(req, nil) to the cell, which appends it in the change's transaction,
-// and calls req.Audited() so the middleware does not append a second (PUT /api/config
-// does this).
+// Every POST/PUT/PATCH/DELETE is written to the audit log, with Route.Action
+// (default "METHOD path pattern"), Route.TargetType, the target and details (names
+// and non-secret values only), and result "ok" or the error code. A change is
+// audited by the capability that stores it, in the same transaction: the handler
+// passes s.auditEntry(req, nil) (actor, source, action) to the capability, which
+// fills in the target and details, and then calls req.Audited() so the middleware
+// does not append a second. Everything else (refusals: 400, 401, 403, 409, 429...;
+// and the few changes that store nothing of a capability's, such as login or the
+// log levels) the middleware appends itself after the handler, durable before the
+// response is written.
 //
 // Tests: routes_test.go walks Server.Routes() and fails for any route missing from
 // its table of expectations, so a new route needs an entry there.
