@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,6 +30,8 @@ type fakeNet struct {
 	dev *wireguard.Fake
 	fw  *firewall.Fake
 	lk  *links.Fake
+	// expectFail: the first build is meant to fail (startCell goes on).
+	expectFail bool
 }
 
 func newFakeNet() *fakeNet { return &fakeNet{fw: &firewall.Fake{}, lk: &links.Fake{}} }
@@ -62,7 +65,7 @@ func startCell(t *testing.T, f *fakeNet) *Cell {
 	}
 	c.Start(t.Context())
 	t.Cleanup(c.Close)
-	if err := c.Settle(t.Context()); err != nil {
+	if err := c.Settle(t.Context()); err != nil && !f.expectFail {
 		t.Fatal(err)
 	}
 	return c
@@ -273,5 +276,35 @@ func TestHealthDoesNotWaitOnAnApply(t *testing.T) {
 	}
 	if _, ok := st.Parts["wireguard"]; !ok {
 		t.Errorf("status has no wireguard part: %+v", st)
+	}
+}
+
+// A firewall that cannot be built leaves the cell up, degraded and saying why,
+// and fails closed: the link does not turn forwarding on.
+func TestFirewallDownFailsClosed(t *testing.T) {
+	f := newFakeNet()
+	f.fw.Err = errors.New("no nf_tables in this kernel")
+	f.expectFail = true
+	c := startCell(t, f)
+	if got := f.lk.Configs["wg0"]; got.Forwarding || len(got.Addresses) != 2 {
+		t.Errorf("link with the firewall down = %+v, want addresses and no forwarding", got)
+	}
+	st := c.Health.Status(t.Context())
+	if fw := st.Parts["firewall"]; fw.State != storage.StateDown || !strings.Contains(fw.Reason, "nf_tables") {
+		t.Errorf("firewall part = %+v, want down naming the cause", fw)
+	}
+	if st.State != storage.StateDown {
+		t.Errorf("overall state = %s, want down", st.State)
+	}
+	// Healing: once the firewall takes a ruleset, the next rebuild turns forwarding on.
+	f.fw.Err = nil
+	if err := c.Network.Rebuild(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.lk.Configs["wg0"]; !got.Forwarding {
+		t.Errorf("link after the firewall healed = %+v, want forwarding", got)
+	}
+	if fw := c.Health.Status(t.Context()).Parts["firewall"]; fw.State != storage.StateOK {
+		t.Errorf("firewall part after healing = %+v", fw)
 	}
 }

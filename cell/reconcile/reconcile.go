@@ -373,22 +373,28 @@ func (l *Loop) applyAll() error {
 	if err := l.dev.Set(d.WireGuard); err != nil {
 		errs = append(errs, err)
 	}
-	if d.Links != nil {
-		if err := l.n.Links.Set(*d.Links); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	// The firewall first: when it cannot be built, the link comes up with
+	// forwarding not turned on, so the peers reach the cell itself and nothing their
+	// policy might deny (fail closed).
 	fwState := storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"}
+	fwOK := true
 	if d.Firewall != nil {
 		if err := l.n.Firewall.Set(*d.Firewall); err != nil {
 			errs = append(errs, err)
-			fwState = down(err)
+			fwState, fwOK = down(fmt.Errorf("%w: forwarding is not turned on until it is", err)), false
 		} else {
 			l.fwBuilt = true
 			fwState = storage.PartStatus{State: storage.StateOK}
 			if s.Host.WAN == "" {
 				fwState = storage.PartStatus{State: storage.StateDegraded, Reason: "no WAN interface: peers reach no internet"}
 			}
+		}
+	}
+	if d.Links != nil {
+		lc := *d.Links
+		lc.Forwarding = lc.Forwarding && fwOK
+		if err := l.n.Links.Set(lc); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	l.applied = map[string]plan.Peer{}
