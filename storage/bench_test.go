@@ -133,7 +133,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 	}{{"batch16", 16, 0, 128}, {"serial", 1, 1, 16}, {"tx256", 1, 256, 256}} {
 		b.Run(mode.name, func(b *testing.B) {
 			db := benchOpen(b)
-			if err := db.Bolt().Update(func(tx *bolt.Tx) error {
+			if err := db.Update(func(tx *bolt.Tx) error {
 				p, err := tx.CreateBucket(bareParent)
 				if err != nil {
 					return err
@@ -163,7 +163,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 						return
 					default:
 						for start := 0; start < n; start += mode.perTx {
-							err = db.Bolt().Update(func(tx *bolt.Tx) error {
+							err = db.Update(func(tx *bolt.Tx) error {
 								for i := start; i < min(start+mode.perTx, n); i++ {
 									if err := one(tx, i); err != nil {
 										return err
@@ -180,7 +180,7 @@ func BenchmarkAuditAppend(b *testing.B) {
 			}
 			chain := run(chainOne, func(i int) error { _, err := a.Append(benchEntry(i)); return err })
 			bare := run(bareOne, func(i int) error {
-				return db.Bolt().Batch(func(tx *bolt.Tx) error { return bareOne(tx, i) })
+				return storage.BoltOf(db).Batch(func(tx *bolt.Tx) error { return bareOne(tx, i) })
 			})
 			chain(mode.chunk) // warm up both
 			bare(mode.chunk)
@@ -211,7 +211,7 @@ func BenchmarkAuditVerify(b *testing.B) {
 	db := benchOpen(b)
 	a := db.Audit()
 	for start := 0; start < entries; start += 5000 {
-		if err := db.Bolt().Update(func(tx *bolt.Tx) error {
+		if err := db.Update(func(tx *bolt.Tx) error {
 			for i := start; i < start+5000; i++ {
 				if _, err := a.AppendTx(tx, benchEntry(i)); err != nil {
 					return err

@@ -123,10 +123,6 @@ func (db *DB) Ping() error {
 	})
 }
 
-// Bolt exposes the underlying handle for stores that other packages add in this
-// package's style; outside storage it is meant for tests and benchmarks only.
-func (db *DB) Bolt() *bolt.DB { return db.bolt }
-
 func u64(v uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], v)
