@@ -12,11 +12,11 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pic-cell/cell/netstack/userspace"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/ipc"
 	"golang.zx2c4.com/wireguard/tun"
-	"golang.zx2c4.com/wireguard/tun/netstack"
 )
 
 // Mode selects what the device is attached to.
@@ -26,8 +26,10 @@ const (
 	// ModeTUN attaches the device to a kernel TUN interface (needs root or
 	// CAP_NET_ADMIN). It is the appliance's mode.
 	ModeTUN Mode = "tun"
-	// ModeNetstack attaches the device to gVisor's userspace network stack:
-	// no privileges, nothing on the host changes.
+	// ModeNetstack attaches the device to gVisor's userspace network stack
+	// (package userspace): no privileges, nothing on the host changes. The
+	// stack forwards peers' flows through host sockets under a policy and
+	// serves the cell's own tunnel addresses; see WG.Userspace.
 	ModeNetstack Mode = "netstack"
 )
 
@@ -43,6 +45,9 @@ type Options struct {
 	// mode (the TUN mode's addresses belong to the links package).
 	Addresses []netip.Addr
 	Logger    *slog.Logger // optional
+	// Limits bound the flows the netstack mode forwards; optional (the
+	// userspace package's defaults).
+	Limits userspace.Limits
 }
 
 // WG is a wireguard-go device. Its methods are safe for concurrent use.
@@ -54,7 +59,7 @@ type WG struct {
 	log  *slog.Logger
 	name string
 	dev  *device.Device
-	tnet *netstack.Net // netstack mode only
+	us   *userspace.Stack // netstack mode only
 
 	mu     sync.Mutex // guards closed and serializes configuration
 	closed bool
@@ -86,7 +91,7 @@ func Open(opts Options) (*WG, error) {
 		if len(opts.Addresses) == 0 {
 			return nil, errors.New("wireguard: netstack mode needs the device's addresses")
 		}
-		td, w.tnet, err = netstack.CreateNetTUN(opts.Addresses, nil, opts.MTU)
+		w.us, td, err = userspace.New(userspace.Options{Addresses: opts.Addresses, MTU: opts.MTU, Logger: w.log, Limits: opts.Limits})
 	default:
 		return nil, fmt.Errorf("wireguard: unknown mode %q (want tun or netstack)", opts.Mode)
 	}
@@ -144,9 +149,19 @@ func (w *WG) serveUAPI() error {
 	return nil
 }
 
-// Net is the userspace network stack in netstack mode, nil in TUN mode: the
-// cell's own services listen on it to be reachable through the tunnel.
-func (w *WG) Net() *netstack.Net { return w.tnet }
+// Net is the userspace network stack in netstack mode, nil in TUN mode. A
+// device used as a client dials through it (DialContext, DialPingAddr); the
+// cell uses Userspace.
+func (w *WG) Net() *userspace.Stack { return w.us }
+
+// Userspace is the netstack mode's forwarding policy and listeners; nil in
+// TUN mode, where the kernel, the links and the firewall packages do that.
+func (w *WG) Userspace() Userspace {
+	if w.us == nil {
+		return nil
+	}
+	return w.us
+}
 
 // Set implements Device: it reads the device's state and writes only the
 // difference, so peers that did not change keep their sessions.

@@ -10,10 +10,12 @@ package wireguard
 
 import (
 	"errors"
+	"net"
 	"net/netip"
 	"slices"
 	"time"
 
+	"github.com/pic-cell/cell/netstack/userspace"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
@@ -61,6 +63,28 @@ type Device interface {
 	// Close tears the device down; calling it again does nothing.
 	Close() error
 }
+
+// Userspace is what the netstack mode adds to a Device: the cell's own
+// services and its forwarding policy live in gVisor's stack, not in the
+// kernel (see package userspace for what it forwards and what it cannot).
+// WG.Userspace returns it in netstack mode; userspace.Fake is its double.
+type Userspace interface {
+	// SetPolicy replaces the forwarding policy: which peer may reach the
+	// internet, the LAN and other peers. Sources not in it get nothing,
+	// not even the cell. Until the first call, peers reach the cell's own
+	// addresses only.
+	SetPolicy(p userspace.Policy) error
+	// ListenTCP and ListenUDP open a listener on one of the cell's own
+	// tunnel addresses, inside the stack: the API and the DNS server serve
+	// peers there. They close with the device.
+	ListenTCP(ap netip.AddrPort) (net.Listener, error)
+	ListenUDP(ap netip.AddrPort) (net.PacketConn, error)
+}
+
+var (
+	_ Userspace = (*userspace.Stack)(nil)
+	_ Userspace = (*userspace.Fake)(nil)
+)
 
 // ErrClosed is returned by a closed device.
 var ErrClosed = errors.New("wireguard: device closed")
