@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -102,7 +103,7 @@ func dump(ms []netlink.Message) string {
 func newRecorded(t *testing.T) (*NFT, *recorder) {
 	t.Helper()
 	r := &recorder{}
-	n, err := New(Options{TestDial: r.dial, Logger: quiet()})
+	n, err := newWith(Options{Logger: quiet()}, nftables.WithTestDial(r.dial))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
-	"github.com/mdlayher/netlink/nltest"
 	"golang.org/x/sys/unix"
 )
 
@@ -26,9 +25,8 @@ const socketBuffer = 64 << 20
 // Options say how to reach the kernel.
 type Options struct {
 	// NetNS is a network namespace file descriptor; 0 is the caller's.
-	NetNS    int
-	TestDial nltest.Func  // tests only: a fake netlink connection
-	Logger   *slog.Logger // optional
+	NetNS  int
+	Logger *slog.Logger // optional
 }
 
 // NFT is the firewall in the kernel's nf_tables. Its methods are safe for
@@ -47,7 +45,12 @@ var _ Firewall = (*NFT)(nil)
 
 // New opens a lasting netlink connection to nf_tables. It changes nothing
 // until Set.
-func New(opts Options) (*NFT, error) {
+func New(opts Options) (*NFT, error) { return newWith(opts) }
+
+// newWith is New with more connection options after the usual ones: the
+// tests pass nftables.WithTestDial to record the batches instead of sending
+// them, which no caller outside this package has a use for.
+func newWith(opts Options, extra ...nftables.ConnOption) (*NFT, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -55,10 +58,7 @@ func New(opts Options) (*NFT, error) {
 	if opts.NetNS != 0 {
 		copts = append(copts, nftables.WithNetNSFd(opts.NetNS))
 	}
-	if opts.TestDial != nil {
-		copts = append(copts, nftables.WithTestDial(opts.TestDial))
-	}
-	c, err := nftables.New(copts...)
+	c, err := nftables.New(append(copts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("firewall: netlink: %w", err)
 	}
