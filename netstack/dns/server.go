@@ -2,7 +2,6 @@ package dns
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,9 +59,10 @@ var _ Resolver = (*Server)(nil)
 type Options struct {
 	Logger *slog.Logger     // default: discard
 	Now    func() time.Time // default: time.Now; drives TTLs, the cache and rate limits
-	// Exchange sends queries upstream; default: a Network with RootCAs.
+	// Exchange sends queries upstream; default: a Network (the system's
+	// roots for DNS over TLS, the process's own network stack). A *Network
+	// given here has its kept connections closed by Shutdown.
 	Exchange Exchanger
-	RootCAs  *x509.CertPool // for DNS over TLS; nil means the system's roots
 }
 
 // Timing of forwarding (the package doc gives the reasons).
@@ -82,7 +82,6 @@ type Server struct {
 	log *slog.Logger
 	now func() time.Time
 	ex  Exchanger
-	net *Network // the default exchanger, closed at Shutdown
 
 	// mu serialises changes; queries never take it. They read the three
 	// atomics, each an immutable value replaced whole.
@@ -128,8 +127,7 @@ func New(opts Options) *Server {
 		s.now = time.Now
 	}
 	if s.ex == nil {
-		s.net = &Network{RootCAs: opts.RootCAs}
-		s.ex = s.net
+		s.ex = &Network{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.zone.Store(&zone{})
@@ -410,8 +408,8 @@ func (s *Server) Shutdown() {
 			cancel()
 		}
 		s.wg.Wait()
-		if s.net != nil {
-			s.net.Close()
+		if n, ok := s.ex.(*Network); ok {
+			n.Close()
 		}
 	})
 }

@@ -81,7 +81,7 @@ func TestDoT(t *testing.T) {
 	for i, u := range []string{"tls://dns.test@127.0.0.1:" + strconv.Itoa(port), "tls://127.0.0.1:" + strconv.Itoa(port)} {
 		before := cl.n.Load()
 		c := &cell{clock: newClock()}
-		c.Server = New(Options{Logger: quiet(), RootCAs: pool})
+		c.Server = New(Options{Logger: quiet(), Exchange: &Network{RootCAs: pool}})
 		if err := c.Set(Config{Upstreams: []string{u}, Allowed: loopback, CacheSize: -1}); err != nil {
 			t.Fatal(err)
 		}
@@ -114,7 +114,7 @@ func TestDoT(t *testing.T) {
 	}
 	// The wrong name: the certificate is for dns.test.
 	c2 := &cell{clock: newClock()}
-	c2.Server = New(Options{Logger: quiet(), RootCAs: pool})
+	c2.Server = New(Options{Logger: quiet(), Exchange: &Network{RootCAs: pool}})
 	defer c2.Shutdown()
 	c2.Set(Config{Upstreams: []string{"tls://other.test@127.0.0.1:" + strconv.Itoa(port)}, Allowed: loopback})
 	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")

@@ -132,6 +132,10 @@ type Exchanger interface {
 // is truncated, or DNS over TLS on connections kept for reuse.
 type Network struct {
 	RootCAs *x509.CertPool // optional; nil means the system's roots
+	// Dial opens the sockets to the upstreams; optional, default a
+	// net.Dialer. The caller sets it to reach the upstreams from another
+	// network stack or namespace than the process's own.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	mu   sync.Mutex
 	idle map[Upstream][]*mdns.Conn // DoT connections ready for another query
@@ -144,18 +148,25 @@ func (n *Network) Exchange(ctx context.Context, q *mdns.Msg, u Upstream) (*mdns.
 	if u.TLSName != "" {
 		return n.exchangeTLS(ctx, q, u)
 	}
-	r, err := plain(ctx, "udp", q, u)
+	r, err := n.plain(ctx, "udp", q, u)
 	if err == nil && r.Truncated {
-		r, err = plain(ctx, "tcp", q, u)
+		r, err = n.plain(ctx, "tcp", q, u)
 	}
 	return r, err
 }
 
+func (n *Network) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if n.Dial != nil {
+		return n.Dial(ctx, network, addr)
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, addr)
+}
+
 // plain is one exchange over a new socket (a new source port per query,
 // which is what makes a forged answer hard to land).
-func plain(ctx context.Context, network string, q *mdns.Msg, u Upstream) (*mdns.Msg, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, network, u.Addr.String())
+func (n *Network) plain(ctx context.Context, network string, q *mdns.Msg, u Upstream) (*mdns.Msg, error) {
+	c, err := n.dial(ctx, network, u.Addr.String())
 	if err != nil {
 		return nil, err
 	}
@@ -174,9 +185,13 @@ func (n *Network) exchangeTLS(ctx context.Context, q *mdns.Msg, u Upstream) (*md
 		}
 		co.Close()
 	}
-	d := tls.Dialer{Config: &tls.Config{ServerName: u.TLSName, RootCAs: n.RootCAs, MinVersion: tls.VersionTLS12}}
-	c, err := d.DialContext(ctx, "tcp", u.Addr.String())
+	raw, err := n.dial(ctx, "tcp", u.Addr.String())
 	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(raw, &tls.Config{ServerName: u.TLSName, RootCAs: n.RootCAs, MinVersion: tls.VersionTLS12})
+	if err := c.HandshakeContext(ctx); err != nil {
+		raw.Close()
 		return nil, err
 	}
 	co := &mdns.Conn{Conn: c, UDPSize: ednsSize}
