@@ -91,7 +91,7 @@ func Open(opts Options) (*WG, error) {
 		if len(opts.Addresses) == 0 {
 			return nil, errors.New("wireguard: netstack mode needs the device's addresses")
 		}
-		w.us, td, err = userspace.New(userspace.Options{Addresses: opts.Addresses, MTU: opts.MTU, Logger: w.log, Limits: opts.Limits})
+		w.us, td, err = userspace.New(userspace.Options{Addresses: opts.Addresses, MTU: opts.MTU, Logger: opts.Logger, Limits: opts.Limits})
 	default:
 		return nil, fmt.Errorf("wireguard: unknown mode %q (want tun or netstack)", opts.Mode)
 	}
