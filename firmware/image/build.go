@@ -171,6 +171,19 @@ func populateRoot(ctx context.Context, cfg *Config, o Options, target Target, ke
 			return err
 		}
 	}
+	// /var is gokrazy's link to /perm/var, which its init creates along with
+	// /perm/var/run -> /run: so /var/run is the tmpfs /run, where wireguard-go
+	// makes its UAPI socket (/var/run/wireguard/wg0.sock); without the link the
+	// cell's tun mode fails with "mkdir /var: read-only file system". The link
+	// is relative, and perm/var exists in the workspace (hidden at run time
+	// under the /perm mount), because the squashfs writer resolves links on
+	// the build host while packing (as for etc/resolv.conf below).
+	if err := os.MkdirAll(filepath.Join(dir, "perm/var"), 0o755); err != nil {
+		return err
+	}
+	if err := os.Symlink("perm/var", filepath.Join(dir, "var")); err != nil {
+		return err
+	}
 
 	type prog struct{ pkg, dst string }
 	progs := []prog{{InitPackage, "gokrazy/init"}}

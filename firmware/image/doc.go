@@ -11,7 +11,7 @@
 //	                rpi:   the Pi firmware (gokrazy/firmware), device trees, config.txt
 //	2 root A squashfs  /gokrazy/init (cmd/cell-init), gokrazy's dhcp and ntp,
 //	                /user/<package> for each configured package, /etc/cell/release.json,
-//	                CA certificates, kernel modules
+//	                CA certificates, kernel modules, /var -> /perm/var (as gokrazy's)
 //	3 root B squashfs  empty until the first update (package firmware/update)
 //	4 perm   ext4   formatted at build time, so the first boot finds /perm ready
 //

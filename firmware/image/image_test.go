@@ -162,7 +162,7 @@ func TestImageLayoutAmd64(t *testing.T) {
 	}
 	for _, want := range []string{"squashfs-root/gokrazy/init", "squashfs-root/gokrazy/dhcp", "squashfs-root/gokrazy/ntp",
 		"squashfs-root/user/healthd", "squashfs-root/etc/cell/release.json", "squashfs-root/etc/hostname",
-		"squashfs-root/etc/ssl/certs/ca-certificates.crt", "squashfs-root/etc/resolv.conf -> ../tmp/resolv.conf",
+		"squashfs-root/etc/ssl/certs/ca-certificates.crt", "squashfs-root/etc/resolv.conf -> ../tmp/resolv.conf", "squashfs-root/var -> perm/var",
 		"squashfs-root/lib/modules/", "squashfs-root/perm", "squashfs-root/proc"} {
 		if !bytes.Contains(out, []byte(want)) {
 			t.Errorf("root file system lacks %s", want)
