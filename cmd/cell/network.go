@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	"github.com/pic-cell/cell/cell/logs"
@@ -38,13 +39,38 @@ func network(mode, wan, listen string, book *logs.Book) (reconcile.Network, erro
 	}
 	n := reconcile.Network{Mode: mode, Interface: "wg0", Firewall: fw, Links: l, WAN: wan, DefaultWAN: l.DefaultRouteInterface, LANOf: l.LANPrefixes,
 		LocalUDP: []uint16{53}, LocalTCP: []uint16{53}}
-	if _, p, err := net.SplitHostPort(listen); err == nil {
+	if host, p, err := net.SplitHostPort(listen); err == nil {
 		if port, err := strconv.ParseUint(p, 10, 16); err == nil {
 			n.LocalTCP = append(n.LocalTCP, uint16(port))
+			n.Firewall = openAPI(fw, host, uint16(port))
 		}
 	}
 	n.Open = func(addrs []netip.Addr) (wireguard.Device, error) {
 		return wireguard.Open(wireguard.Options{Mode: wireguard.ModeTUN, Name: "wg0", UAPI: true, Logger: wgLog})
 	}
 	return n, nil
+}
+
+// openAPI returns fw, made to open the API's port from everywhere
+// (firewall.Ruleset.WANTCP) unless the API listens on loopback only: on the
+// appliance (-listen 0.0.0.0:80) the admin UI is for the LAN, which tun mode's
+// input chain, dropping what it does not know, would otherwise shut out once
+// the cell is set up. A development API on 127.0.0.1:3000 stays closed to all
+// but lo and the tunnel. The wrapper is here because reconcile.Network has no
+// field for such ports.
+func openAPI(fw firewall.Firewall, host string, port uint16) firewall.Firewall {
+	if ip, err := netip.ParseAddr(host); host == "localhost" || err == nil && ip.IsLoopback() {
+		return fw
+	}
+	return openTCP{fw, []uint16{port}}
+}
+
+type openTCP struct {
+	firewall.Firewall
+	ports []uint16
+}
+
+func (f openTCP) Set(rs firewall.Ruleset) error {
+	rs.WANTCP = append(slices.Clip(rs.WANTCP), f.ports...)
+	return f.Firewall.Set(rs)
 }
