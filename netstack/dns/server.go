@@ -86,7 +86,10 @@ type Server struct {
 	// mu serialises changes; queries never take it. They read the three
 	// atomics, each an immutable value replaced whole.
 	mu      sync.Mutex
-	recs    map[Record]rec // the zone's records by the Record given (Type upper-cased)
+	recs    map[Record]*held // the zone's records by the Record given (Type upper-cased)
+	prev    []Record         // the last Set's records, normalised
+	listed  bool             // prev is what the zone holds: no PutRecord or RemoveRecord since
+	gen     uint64           // the last Set that marked s.recs
 	edits   uint64         // the last editor's id
 	serial  uint32         // the serial the server counts, when Zone.Serial is 0
 	fixed   bool           // the last Set gave a serial
@@ -119,7 +122,7 @@ type policy struct {
 // New returns a server that answers nothing until Set gives it a config
 // and Start gives it sockets.
 func New(opts Options) *Server {
-	s := &Server{log: opts.Logger, now: opts.Now, ex: opts.Exchange, recs: map[Record]rec{}}
+	s := &Server{log: opts.Logger, now: opts.Now, ex: opts.Exchange, recs: map[Record]*held{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -208,46 +211,119 @@ func (s *Server) Set(cfg Config) error {
 	return nil
 }
 
-// setZoneLocked makes the zone equal z. Only the records that changed since
-// the last Set are compiled and touched; a new domain rebuilds all. s.mu
-// must be held.
+// held is a record in the zone and how many times the last Set listed it
+// (a Record listed twice stays until it is listed no more).
+type held struct {
+	rec rec
+	n   int
+	// scratch of a Set without the last list: the generation that saw it
+	// and how many times
+	gen    uint64
+	listed int
+}
+
+// setZoneLocked makes the zone equal z. It compares z.Records with the last
+// Set's: past their common beginning and end, the records that differ are
+// counted in or out, and only the records that come or go are compiled and
+// touched. A Set that adds one peer costs a comparison of the list, not a
+// rebuild; a new domain rebuilds all. s.mu must be held.
 func (s *Server) setZoneLocked(domain string, z Zone) error {
 	cur := s.zone.Load()
 	rebuild := domain != cur.domain
-	want := make(map[Record]rec, len(z.Records))
-	for i, r := range z.Records {
-		r.Type = strings.ToUpper(r.Type)
-		if _, dup := want[r]; dup {
-			continue
+	recs := z.Records
+	holding := func(k Record) *held {
+		if rebuild {
+			return nil
 		}
-		if c, ok := s.recs[r]; ok && !rebuild {
-			want[r] = c
-			continue
-		}
-		c, err := compile(domain, r)
-		if err != nil {
-			return fmt.Errorf("record %d: %w", i, err)
-		}
-		want[r] = c
+		return s.recs[k]
 	}
+	// i and j: how long a beginning and end recs has in common with the
+	// last list, when that is at hand.
+	listed := s.listed && !rebuild
+	i, j := 0, 0
+	if listed {
+		old := s.prev
+		for i < len(old) && i < len(recs) && same(old[i], recs[i]) {
+			i++
+		}
+		for j < len(old)-i && j < len(recs)-i && same(old[len(old)-1-j], recs[len(recs)-1-j]) {
+			j++
+		}
+	}
+	// delta: how many more times each record is listed than before; added:
+	// the records not held yet, compiled.
+	delta := map[Record]int{}
+	added := map[Record]rec{}
+	see := func(x int) error {
+		k := normal(recs[x])
+		delta[k]++
+		if _, ok := added[k]; !ok && holding(k) == nil {
+			c, err := compile(domain, k)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", x, err)
+			}
+			added[k] = c
+		}
+		return nil
+	}
+	switch {
+	case listed: // the lists' differing middles
+		for _, r := range s.prev[i : len(s.prev)-j] {
+			delta[r]--
+		}
+		for x := i; x < len(recs)-j; x++ {
+			if err := see(x); err != nil {
+				return err
+			}
+		}
+	case rebuild:
+		for x := range recs {
+			if err := see(x); err != nil {
+				return err
+			}
+		}
+	default:
+		// After PutRecord or RemoveRecord: every held record is marked
+		// with this Set's generation as it is listed, which allocates
+		// only for records that are new.
+		s.gen++
+		for x, r := range recs {
+			h := s.recs[normal(r)]
+			if h == nil {
+				if err := see(x); err != nil {
+					return err
+				}
+				continue
+			}
+			if h.gen != s.gen {
+				h.gen, h.listed = s.gen, 0
+			}
+			h.listed++
+		}
+		for k, h := range s.recs {
+			switch {
+			case h.gen != s.gen:
+				delta[k] = -h.n
+			case h.listed != h.n:
+				delta[k] = h.listed - h.n
+			}
+		}
+	}
+
 	e := s.editor(cur)
 	if rebuild {
 		e.z = zone{domain: domain}
 	}
-	var touched []string
-	if !rebuild {
-		for k, c := range s.recs {
-			if _, ok := want[k]; !ok {
-				e.removeRec(k, c)
-			}
+	for k, d := range delta {
+		if h := holding(k); h != nil && h.n+d <= 0 {
+			e.removeRec(k, h.rec)
 		}
 	}
-	for k, c := range want {
-		if _, ok := s.recs[k]; !ok || rebuild {
-			e.addRec(k, c)
-			if c.rr.Header().Rrtype == mdns.TypeCNAME || s.ownerHasCNAME(e, c.owner) {
-				touched = append(touched, c.owner)
-			}
+	var touched []string
+	for k, c := range added {
+		e.addRec(k, c)
+		if c.rr.Header().Rrtype == mdns.TypeCNAME || s.ownerHasCNAME(e, c.owner) {
+			touched = append(touched, c.owner)
 		}
 	}
 	for _, n := range touched {
@@ -266,12 +342,52 @@ func (s *Server) setZoneLocked(domain string, z Zone) error {
 	case changed:
 		s.serial++
 	}
-	if !changed {
-		return nil
+	if changed {
+		s.publishLocked(e)
 	}
-	s.publishLocked(e)
-	s.recs = want
+
+	// The zone is stored; now the counts, and the list for the next Set
+	// (its changed middle replaced in place: a steady Set allocates
+	// nothing for it).
+	if rebuild {
+		clear(s.recs)
+	}
+	for k, d := range delta {
+		h := s.recs[k]
+		switch {
+		case h == nil:
+			s.recs[k] = &held{rec: added[k], n: d}
+		case h.n+d <= 0:
+			delete(s.recs, k)
+		default:
+			h.n += d
+		}
+	}
+	if !listed {
+		s.prev, i, j = s.prev[:0], 0, 0
+	}
+	s.prev = slices.Replace(s.prev, i, len(s.prev)-j, recs[i:len(recs)-j]...)
+	for x := i; x < len(recs)-j; x++ {
+		s.prev[x] = normal(s.prev[x])
+	}
+	s.listed = true
 	return nil
+}
+
+// same reports whether r is the normalised record n.
+func same(n, r Record) bool {
+	return n.Name == r.Name && n.Value == r.Value && n.TTL == r.TTL && (n.Type == r.Type || strings.EqualFold(n.Type, r.Type))
+}
+
+// normal is r as the server keys it: the type in upper case.
+func normal(r Record) Record {
+	for x := 0; x < len(r.Type); x++ {
+		if 'a' <= r.Type[x] && r.Type[x] <= 'z' {
+			r.Type = strings.ToUpper(r.Type)
+			break
+		}
+	}
+	return r
 }
 
 func (s *Server) ownerHasCNAME(e *editor, name string) bool {
@@ -304,6 +420,7 @@ func (s *Server) PutRecord(r Record) error {
 	if _, ok := s.recs[r]; ok {
 		return nil
 	}
+	s.listed = false // the next Set compares with the records, not the list
 	c, err := compile(cur.domain, r)
 	if err != nil {
 		return err
@@ -315,7 +432,7 @@ func (s *Server) PutRecord(r Record) error {
 	}
 	s.serial++
 	s.publishLocked(e)
-	s.recs[r] = c
+	s.recs[r] = &held{rec: c, n: 1}
 	return nil
 }
 
@@ -324,12 +441,13 @@ func (s *Server) RemoveRecord(r Record) error {
 	r.Type = strings.ToUpper(r.Type)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.recs[r]
+	h, ok := s.recs[r]
 	if !ok {
 		return nil
 	}
+	s.listed = false
 	e := s.editor(s.zone.Load())
-	e.removeRec(r, c)
+	e.removeRec(r, h.rec)
 	s.serial++
 	s.publishLocked(e)
 	delete(s.recs, r)

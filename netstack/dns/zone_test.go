@@ -78,6 +78,9 @@ func randomTransitions(t *testing.T, seed uint64) {
 		if rng.IntN(4) == 0 {
 			r.TTL = 60
 		}
+		if rng.IntN(5) == 0 {
+			r.Type = strings.ToLower(r.Type) // the same record to the server
+		}
 		return r
 	}
 	live := New(Options{Logger: quiet()})
@@ -90,22 +93,36 @@ func randomTransitions(t *testing.T, seed uint64) {
 		return out
 	}
 	refused := 0
+	var lastList []Record
 	for step := range 400 {
 		before := live.zone.Load()
 		beforeDump := dumpZone(t, before)
 		var err error
 		var next map[Record]bool
-		switch op := rng.IntN(4); {
+		switch op := rng.IntN(5); {
 		case step == 0 || op == 0:
-			next = map[Record]bool{}
+			lastList = nil
 			for range rng.IntN(12) {
-				next[random()] = true
+				lastList = append(lastList, random())
 			}
-			recs := make([]Record, 0, len(next))
-			for r := range next {
-				recs = append(recs, r)
+			next = setOf(lastList)
+			err = live.Set(Config{Zone: Zone{Domain: domain, Records: slices.Clone(lastList)}})
+		case op == 4:
+			// The last list with one record in, out or twice, in place:
+			// the common beginning and end of the two lists are skipped.
+			l := slices.Clone(lastList)
+			switch at := rng.IntN(len(l) + 1); {
+			case rng.IntN(3) == 0 && at < len(l):
+				l = slices.Delete(l, at, at+1)
+			case rng.IntN(2) == 0 && at < len(l):
+				l = slices.Insert(l, at, l[at])
+			default:
+				l = slices.Insert(l, at, random())
 			}
-			err = live.Set(Config{Zone: Zone{Domain: domain, Records: recs}})
+			if err = live.Set(Config{Zone: Zone{Domain: domain, Records: l}}); err == nil {
+				lastList = l
+			}
+			next = setOf(l)
 		case op == 1 && len(model) > 0:
 			r := list()[rng.IntN(len(model))]
 			next = maps(model)
@@ -114,7 +131,7 @@ func randomTransitions(t *testing.T, seed uint64) {
 		default:
 			r := random()
 			next = maps(model)
-			next[r] = true
+			next[normal(r)] = true
 			err = live.PutRecord(r)
 		}
 		if err != nil {
@@ -142,6 +159,14 @@ func randomTransitions(t *testing.T, seed uint64) {
 	if refused == 0 || refused > 300 {
 		t.Errorf("%d of 400 changes refused; want some (CNAME conflicts), not most", refused)
 	}
+}
+
+func setOf(l []Record) map[Record]bool {
+	m := map[Record]bool{}
+	for _, r := range l {
+		m[normal(r)] = true
+	}
+	return m
 }
 
 func maps(m map[Record]bool) map[Record]bool {
