@@ -44,9 +44,16 @@
 //
 // The zone is an immutable index (a persistent hash trie of owner names)
 // swapped with one atomic store: queries never lock, and a change copies
-// only the path to one leaf. Set compiles and applies only the records that
-// differ from the last Set; PutRecord and RemoveRecord change one record at
-// a cost that does not grow with the zone (see BenchmarkPutRecord).
+// only the path to one leaf. PutRecord and RemoveRecord change one record
+// at a cost that does not grow with the zone. Set reads the whole list, so
+// its cost does: it compares the list with the last one, skips their
+// common beginning and end, and compiles and applies only the records in
+// between (0.3 ms at 10,000 peers to add one); after a PutRecord or
+// RemoveRecord it checks every record against the zone instead, without
+// allocating (a few ms at 10,000 peers). BenchmarkPeerAdd measures both.
+// A record listed twice is held once and stays until listed no more;
+// records of one name and type share the smallest TTL among them (RFC
+// 2181).
 //
 // # Records
 //
@@ -69,7 +76,11 @@
 // default; the certificate must carry the name before '@', or else the IP
 // address; crypto/tls with the system's roots). Addresses only: the cell
 // cannot look up its resolver's name. DoT connections are kept (two per
-// upstream) and reused.
+// upstream) and reused. A plain query goes out on a new socket, so every
+// query has its own random source port (RFC 5452): a few tens of
+// microseconds a forwarded query, nothing beside an upstream's round trip.
+// Network.Dial opens those sockets where the caller says (another
+// namespace, gVisor's stack); the default is the process's own.
 //
 // One query may take 800 ms for all upstreams together; each is given an
 // equal share of what is left, so that with every upstream down the client
@@ -88,7 +99,9 @@
 // RFC 2308) for the SOA's minimum or TTL, whichever is smaller, at most
 // five minutes, and not at all without an SOA. SERVFAIL and other failures
 // are never kept. TTLs given out count down from the time of caching. A
-// new upstream list empties the cache.
+// new upstream list empties the cache. A cached answer is sent as stored
+// bytes with the query's id, flags and spelling of the name patched in
+// (clients that randomise the case, DNS 0x20, get theirs back).
 //
 // # Who may ask
 //

@@ -70,6 +70,7 @@ const (
 	forwardBudget = 800 * time.Millisecond // all upstreams of one query together
 	downFor       = 30 * time.Second       // a failed upstream is asked last this long
 	ednsSize      = 1232                   // UDP payload we advertise and answer up to
+	queryBuf      = 1232                   // read buffer for a UDP query (queries are small)
 )
 
 // ErrClosed is returned by a server after Shutdown.
@@ -90,10 +91,10 @@ type Server struct {
 	prev    []Record         // the last Set's records, normalised
 	listed  bool             // prev is what the zone holds: no PutRecord or RemoveRecord since
 	gen     uint64           // the last Set that marked s.recs
-	edits   uint64         // the last editor's id
-	serial  uint32         // the serial the server counts, when Zone.Serial is 0
-	fixed   bool           // the last Set gave a serial
-	applied Config         // the last Set's upstreams, prefixes and limits
+	edits   uint64           // the last editor's id
+	serial  uint32           // the serial the server counts, when Zone.Serial is 0
+	fixed   bool             // the last Set gave a serial
+	applied Config           // the last Set's upstreams, prefixes and limits
 	zone    atomic.Pointer[zone]
 	pol     atomic.Pointer[policy]
 	cache   atomic.Pointer[cache]
@@ -478,7 +479,7 @@ func (s *Server) Start(pc net.PacketConn, ln net.Listener) error {
 		started := make(chan struct{})
 		errc := make(chan error, 1)
 		srv.Handler = s
-		srv.UDPSize = 4096 // read buffer for queries; answers are sized per query
+		srv.UDPSize = queryBuf
 		srv.DecorateReader = func(r mdns.Reader) mdns.Reader { return gate{s: s, inner: r} }
 		srv.NotifyStartedFunc = func() { close(started) }
 		s.wg.Add(1)
@@ -577,20 +578,32 @@ type gate struct {
 
 var errDropped = errors.New("dns: source refused")
 
-func (g gate) ReadUDP(conn *net.UDPConn, timeout time.Duration) ([]byte, *mdns.SessionUDP, error) {
+// ReadUDP reads for itself (not through the inner reader) so that a
+// dropped query's buffer is read into again: a flood from outside costs no
+// allocation. It sets no read deadline: Shutdown's deadline in the past
+// must stay.
+func (g gate) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *mdns.SessionUDP, error) {
+	buf := make([]byte, queryBuf)
 	for {
-		m, sess, err := g.inner.ReadUDP(conn, timeout)
-		if err != nil || g.s.admit(addrOf(sess.RemoteAddr())) {
-			return m, sess, err
+		n, sess, err := mdns.ReadFromSessionUDP(conn, buf)
+		if err != nil {
+			return nil, nil, err
+		}
+		if g.s.admit(addrOf(sess.RemoteAddr())) {
+			return buf[:n], sess, nil
 		}
 	}
 }
 
-func (g gate) ReadPacketConn(conn net.PacketConn, timeout time.Duration) ([]byte, net.Addr, error) {
+func (g gate) ReadPacketConn(conn net.PacketConn, _ time.Duration) ([]byte, net.Addr, error) {
+	buf := make([]byte, queryBuf)
 	for {
-		m, from, err := g.inner.(mdns.PacketConnReader).ReadPacketConn(conn, timeout)
-		if err != nil || g.s.admit(addrOf(from)) {
-			return m, from, err
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			return nil, nil, err
+		}
+		if g.s.admit(addrOf(from)) {
+			return buf[:n], from, nil
 		}
 	}
 }

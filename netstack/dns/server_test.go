@@ -219,7 +219,7 @@ func TestServfailFastWhenUpstreamsDown(t *testing.T) {
 		time.Sleep(50 * time.Millisecond) // the forward is waiting now
 		start := time.Now()
 		r := mustAsk(t, c.Addr, "alice-phone."+domain+".", mdns.TypeA)
-		if d := time.Since(start); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 || d > 200*time.Millisecond {
+		if d := time.Since(start); r.Rcode != mdns.RcodeSuccess || len(r.Answer) != 1 || d > 300*time.Millisecond {
 			t.Errorf("%d upstreams down: zone answer %s after %v, want the A record at once", n, summary(r), d)
 		}
 		res := <-fwd
@@ -254,8 +254,8 @@ func TestFailedUpstreamAskedLast(t *testing.T) {
 	if r := mustAsk(t, c.Addr, "other.example.test.", mdns.TypeA); len(r.Answer) != 1 {
 		t.Fatalf("second query: %s", summary(r))
 	}
-	if d := time.Since(start); d > 100*time.Millisecond {
-		t.Errorf("second query took %v; want the live upstream asked first", d)
+	if d := time.Since(start); d > 300*time.Millisecond {
+		t.Errorf("second query took %v; want the live upstream asked first (not after the dead one's 400 ms)", d)
 	}
 }
 
