@@ -25,7 +25,8 @@
 // NXDOMAIN with the SOA in the authority section, a known name asked for
 // another type gets NODATA (NOERROR, no answer, the SOA). Names between a
 // record and the apex exist (_tcp.<domain> when _sip._tcp.<domain> does).
-// No name under the domain is ever forwarded. The SOA's TTL and minimum
+// No name under the domain is ever forwarded. Zone transfers (AXFR, IXFR)
+// are refused: the zone lists the household's devices. The SOA's TTL and minimum
 // (the time a resolver keeps a "no such name") are 60 s, so that a client
 // that asked for a peer before it was added sees it a minute later;
 // records default to 300 s.

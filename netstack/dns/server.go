@@ -657,6 +657,9 @@ func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 	case req.Question[0].Qclass != mdns.ClassINET:
 		s.fail(w, req, mdns.RcodeRefused)
 		return
+	case req.Question[0].Qtype == mdns.TypeAXFR || req.Question[0].Qtype == mdns.TypeIXFR:
+		s.fail(w, req, mdns.RcodeRefused) // the zone lists the household's devices
+		return
 	}
 	q := req.Question[0]
 	name := lower(q.Name)

@@ -100,6 +100,31 @@ func TestZoneAnswers(t *testing.T) {
 	}
 }
 
+// TestRefusedQueries: zone transfers (the zone lists the household's
+// devices) and classes other than IN are refused, whoever asks.
+func TestRefusedQueries(t *testing.T) {
+	c, up := newSample(t)
+	for _, tc := range []struct {
+		name  string
+		qtype uint16
+		net   string
+	}{{domain + ".", mdns.TypeAXFR, "tcp"}, {domain + ".", mdns.TypeIXFR, "udp"}, {"example.test.", mdns.TypeAXFR, "tcp"}} {
+		r, err := ask(c.Addr, tc.net, tc.name, tc.qtype)
+		if err != nil || r.Rcode != mdns.RcodeRefused || len(r.Answer) != 0 {
+			t.Errorf("%s %s over %s: %v %v, want REFUSED", tc.name, mdns.TypeToString[tc.qtype], tc.net, err, r)
+		}
+	}
+	q := new(mdns.Msg)
+	q.SetQuestion("alice-phone."+domain+".", mdns.TypeA)
+	q.Question[0].Qclass = mdns.ClassCHAOS
+	if r, err := mdns.Exchange(q, c.Addr); err != nil || r.Rcode != mdns.RcodeRefused {
+		t.Errorf("class CH: %v %v, want REFUSED", err, r)
+	}
+	if n := up.count("", "example.test.", "AXFR"); n != 0 {
+		t.Errorf("an AXFR was forwarded %d times", n)
+	}
+}
+
 // TestNegativeAnswerSOA: the SOA of an NXDOMAIN is the zone's, its minimum
 // what the package doc says.
 func TestNegativeAnswerSOA(t *testing.T) {
