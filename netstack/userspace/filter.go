@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip/stack/gro"
 )
 
 // IP protocol numbers the shim looks at.
@@ -85,7 +87,7 @@ func parse(p []byte) (pk packet, ok bool) {
 
 // inbound decides the fate of one packet WireGuard decrypted (see the
 // package documentation).
-func (s *Stack) inbound(p []byte) {
+func (s *Stack) inbound(p []byte, g *gro.GRO) {
 	pk, ok := parse(p)
 	if !ok {
 		return
@@ -97,7 +99,7 @@ func (s *Stack) inbound(p []byte) {
 		return // sources outside the policy get nothing
 	}
 	if s.isOwn(dst) {
-		s.inject(p, pk.v6)
+		s.inject(p, pk.v6, g)
 		return
 	}
 	if !pol.set {
@@ -114,7 +116,7 @@ func (s *Stack) inbound(p []byte) {
 	case protoTCP, protoUDP, protoFragment:
 		// The forwarders decide (RST for TCP, silence for UDP); IPv6
 		// fragments are reassembled first.
-		s.inject(p, pk.v6)
+		s.inject(p, pk.v6, g)
 	case protoICMP, protoICMPv6:
 		if pk.echoReq {
 			s.echo(p, pk, pol, acc)
