@@ -219,9 +219,16 @@ func startCell(t testing.TB, ns *nstest.NS, cfg cellConfig) *cellProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if c.cmd.ProcessState == nil {
-			c.cmd.Process.Kill()
-			c.cmd.Wait()
+		if c.cmd.ProcessState == nil { // not closed by the test: end of input, then a kill
+			c.stdin.Close()
+			done := make(chan struct{})
+			go func() { c.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				c.cmd.Process.Kill()
+				<-done
+			}
 		}
 		if t.Failed() {
 			t.Logf("cell log:\n%s", c.stderr.String())

@@ -25,7 +25,9 @@ func (s *Stack) echo(p []byte, pk packet, pol *compiled, acc Access) {
 	if c := s.classify(dst, pol); !acc.allows(c) {
 		return
 	}
+	// p is WireGuard's buffer, reused once Write returns: work on a copy.
 	req := bytes.Clone(p)
+	pk, _ = parse(req)
 	if !s.hostPing.Load() {
 		s.answerEcho(req, pk.v6)
 		return
