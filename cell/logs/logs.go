@@ -7,10 +7,14 @@
 // old files are kept (cell.log.1 ... cell.log.3). Secrets are kept out by the callers,
 // who never pass one as an attribute; the API's own logging records method, route
 // pattern and status, never bodies or query values.
+//
+// The ring and the output (the file and the echo) have separate locks: a slow disk
+// or a stalled stderr reader holds up the components that log, never GET /api/logs,
+// which reads only the ring. A line is in the file, in ring order, when the logging
+// call returns.
 package logs
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -47,13 +51,23 @@ type Options struct {
 type Book struct {
 	opts Options
 
-	mu     sync.Mutex // guards ring, start, n, file, size
-	ring   []Line
-	start  int
-	n      int
-	file   *os.File
-	size   int64
+	mu      sync.Mutex // guards ring, start, n, pending; never held across I/O
+	ring    []Line
+	start   int
+	n       int
+	pending []encoded // lines in the ring, not yet written out, in ring order
+
+	outMu sync.Mutex // guards file, size, and every write to them or to the echo
+	file  *os.File
+	size  int64
+
 	levels sync.Map // component -> *slog.LevelVar
+}
+
+// encoded is a line as the outputs take it, made before any lock is taken.
+type encoded struct {
+	json []byte // with its newline; nil without a file
+	echo string // "" without an echo
 }
 
 // Open starts a log book, creating Dir.
@@ -72,7 +86,7 @@ func Open(o Options) (*Book, error) {
 		if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("logs: %w", err)
 		}
-		if err := b.openFileLocked(); err != nil {
+		if err := b.openFileLocked(); err != nil { // outMu is not needed before Open returns
 			return nil, err
 		}
 	}
@@ -96,6 +110,7 @@ func (b *Book) openFileLocked() error {
 }
 
 // rotateLocked shifts cell.log.N-1 to cell.log.N and starts a new cell.log.
+// outMu must be held.
 func (b *Book) rotateLocked() error {
 	b.file.Close()
 	b.file = nil
@@ -110,8 +125,8 @@ func (b *Book) rotateLocked() error {
 
 // Close flushes and closes the file. It is safe to call more than once.
 func (b *Book) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
 	if b.file == nil {
 		return nil
 	}
@@ -157,9 +172,20 @@ func (b *Book) Logger(component string) *slog.Logger {
 	return slog.New(&handler{book: b, service: component, level: b.Level(component)})
 }
 
+// write puts l in the ring, then writes out every pending line. Whoever holds
+// outMu takes the pending lines as one batch under mu, so batches leave in ring
+// order; a caller whose line a batch before it took finds nothing left and
+// returns, its line already written.
 func (b *Book) write(l Line) {
+	var e encoded
+	if b.opts.Dir != "" {
+		raw, _ := json.Marshal(l)
+		e.json = append(raw, '\n')
+	}
+	if b.opts.Echo != nil {
+		e.echo = fmt.Sprintf("%s %-5s %s: %s%s\n", l.Time.Format(time.RFC3339), l.Level, l.Service, l.Message, formatAttrs(l.Attrs))
+	}
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	idx := (b.start + b.n) % len(b.ring)
 	b.ring[idx] = l
 	if b.n < len(b.ring) {
@@ -167,21 +193,41 @@ func (b *Book) write(l Line) {
 	} else {
 		b.start = (b.start + 1) % len(b.ring)
 	}
-	if b.file != nil {
-		raw, _ := json.Marshal(l)
-		raw = append(raw, '\n')
-		if b.size+int64(len(raw)) > b.opts.FileBytes && b.size > 0 {
+	if e.json != nil || e.echo != "" {
+		b.pending = append(b.pending, e)
+	}
+	b.mu.Unlock()
+	if e.json == nil && e.echo == "" {
+		return
+	}
+
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
+	b.mu.Lock()
+	batch := b.pending
+	b.pending = nil
+	b.mu.Unlock()
+	for _, e := range batch {
+		b.writeOutLocked(e)
+	}
+}
+
+// writeOutLocked writes one line to the file (rotating first when it would
+// pass the bound) and to the echo. outMu must be held.
+func (b *Book) writeOutLocked(e encoded) {
+	if b.file != nil && e.json != nil {
+		if b.size+int64(len(e.json)) > b.opts.FileBytes && b.size > 0 {
 			if err := b.rotateLocked(); err != nil {
 				fmt.Fprintln(os.Stderr, "logs: rotate:", err)
 			}
 		}
 		if b.file != nil {
-			n, _ := b.file.Write(raw)
+			n, _ := b.file.Write(e.json)
 			b.size += int64(n)
 		}
 	}
-	if b.opts.Echo != nil {
-		fmt.Fprintf(b.opts.Echo, "%s %-5s %s: %s%s\n", l.Time.Format(time.RFC3339), l.Level, l.Service, l.Message, formatAttrs(l.Attrs))
+	if e.echo != "" {
+		io.WriteString(b.opts.Echo, e.echo)
 	}
 }
 
@@ -274,28 +320,4 @@ func (h *handler) WithGroup(name string) slog.Handler {
 	}
 	c.group = name
 	return &c
-}
-
-// Contains reports whether any line in the ring or the current file holds s; tests
-// use it to prove a secret was never logged.
-func (b *Book) Contains(s string) bool {
-	for _, l := range b.Query("", "", 0) {
-		raw, _ := json.Marshal(l)
-		if bytes.Contains(raw, []byte(s)) {
-			return true
-		}
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.opts.Dir == "" {
-		return false
-	}
-	matches, _ := filepath.Glob(b.path() + "*")
-	for _, m := range matches {
-		raw, err := os.ReadFile(m)
-		if err == nil && bytes.Contains(raw, []byte(s)) {
-			return true
-		}
-	}
-	return false
 }
