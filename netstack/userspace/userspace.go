@@ -94,9 +94,28 @@
 // # Using it
 //
 // The wireguard package opens the Stack in netstack mode and hands it out as
-// wireguard.Userspace (WG.Userspace). Fake is the test double. Close is
-// called by the WireGuard device's Close and joins every goroutine the
-// package started, flows included.
+// wireguard.Userspace (WG.Userspace, nil in tun mode). The daemon, after
+// opening the device with its tunnel addresses:
+//
+//	us := dev.Userspace()
+//	// The same declaration tun mode gives the firewall, on every change
+//	// (peers added, removed, enabled, disabled, policy edited):
+//	us.SetPolicy(userspace.PolicyFrom(ruleset))
+//	// The API for peers, on each tunnel address (its handlers see the
+//	// peer's tunnel address in r.RemoteAddr):
+//	l, _ := us.ListenTCP(netip.AddrPortFrom(cell4, 3000))
+//	go apiServer.Serve(l)
+//	// The DNS server, UDP and TCP (github.com/miekg/dns):
+//	pc, _ := us.ListenUDP(netip.AddrPortFrom(cell4, 53))
+//	tl, _ := us.ListenTCP(netip.AddrPortFrom(cell4, 53))
+//	go (&dns.Server{PacketConn: pc, Handler: h}).ActivateAndServe()
+//	go (&dns.Server{Listener: tl, Handler: h}).ActivateAndServe()
+//
+// Listeners close with the device; a server shut down first closes its own.
+// Policy.Services is the alternative for a service that cannot take a
+// listener (it sees connections from the host's loopback, not the peer).
+// Fake is the test double. Close is called by the WireGuard device's Close
+// and joins every goroutine the package started, flows included.
 package userspace
 
 import (
@@ -106,6 +125,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/pic-cell/cell/netstack/firewall"
 )
 
 // Policy is the whole desired forwarding state. The zero Policy forwards
@@ -192,6 +213,34 @@ type Options struct {
 
 // ErrClosed is returned by a closed stack.
 var ErrClosed = errors.New("userspace: stack closed")
+
+// PolicyFrom is the netstack mode's reading of the tun mode's firewall
+// ruleset, so that both modes follow one declaration: every enabled peer's
+// two addresses with its Internet, LAN and Peers flags, the tunnel subnets
+// and the LAN. Disabled peers are left out (they get nothing). What has no
+// meaning in userspace is ignored: the WAN interface (flows leave however
+// the host routes them), the local and WAN ports (the cell's services are
+// what it listens on with ListenTCP and ListenUDP) and port forwards.
+func PolicyFrom(rs firewall.Ruleset) Policy {
+	p := Policy{Peers: make(map[netip.Addr]Access, 2*len(rs.Peers)), LAN: slices.Clone(rs.LAN)}
+	for _, t := range []netip.Prefix{rs.Tunnel4, rs.Tunnel6} {
+		if t.IsValid() {
+			p.Tunnel = append(p.Tunnel, t)
+		}
+	}
+	for _, fp := range rs.Peers {
+		if !fp.Enabled {
+			continue
+		}
+		acc := Access{Internet: fp.Internet, LAN: fp.LAN, Peers: fp.Peers}
+		for _, a := range []netip.Addr{fp.Addr4, fp.Addr6} {
+			if a.IsValid() {
+				p.Peers[a] = acc
+			}
+		}
+	}
+	return p
+}
 
 // compiled is a Policy prepared for lookups on every packet. It is never
 // modified after SetPolicy stores it.
