@@ -35,6 +35,11 @@ func (s *Stack) SetPolicy(p Policy) error {
 	if err != nil {
 		return err
 	}
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	if s.ctx.Err() != nil {
+		return ErrClosed
+	}
 	s.policy.Store(c)
 	var cut []*flow
 	s.flows.mu.Lock()

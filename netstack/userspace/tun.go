@@ -78,7 +78,8 @@ type Stack struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 
-	policy atomic.Pointer[compiled]
+	policy   atomic.Pointer[compiled]
+	policyMu sync.Mutex // serializes SetPolicy
 	// dial opens flows' host sockets: net.Dialer's (tests redirect it).
 	dial  func(ctx context.Context, network, address string) (net.Conn, error)
 	conns conntrack

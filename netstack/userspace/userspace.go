@@ -32,8 +32,9 @@
 //     host socket with net.Dialer, then splices the two. TCP is dialled
 //     before the peer's handshake completes, so a refused or unreachable
 //     destination is a RST to the peer, and each direction is half-closed
-//     on its own (FIN for FIN). The host side is the cell's own address, so
-//     the destination sees the host's address: the tun mode's masquerade.
+//     on its own (FIN for FIN). The host socket leaves from the host's own
+//     address, so that is what the destination sees: the tun mode's
+//     masquerade.
 //   - ICMP echo requests to anywhere else (if the policy allows the
 //     destination): the host pings the destination with an unprivileged
 //     ICMP socket (SOCK_DGRAM, IPPROTO_ICMP) and the peer gets its reply
@@ -88,8 +89,18 @@
 // host's own firewall, routing and source address selection apply; no
 // protocols other than TCP, UDP and ICMP echo beyond the cell; ICMP errors
 // from the internet (unreachable, too big) are not relayed to peers;
-// fragmented echo requests beyond the cell go unanswered. Throughput is bounded by gVisor's TCP and one copy per direction; see
-// BenchmarkThroughput.
+// fragmented echo requests beyond the cell go unanswered.
+//
+// # Throughput
+//
+// Packets enter gVisor through its generic receive offload (consecutive
+// segments of a TCP flow in one WireGuard batch become one large segment)
+// with their checksums taken as valid, since WireGuard authenticated them;
+// gVisor's packets leave in batches of up to 128 per read. Each forwarded
+// byte is then copied once per direction between gVisor and the host
+// socket. BenchmarkThroughput measures TCP from a client through the cell
+// to the internet: netstack mode about 0.65 of the tun mode's cell on a
+// 2-core machine (about 300 against 450 MB/s), 0.45 to 0.5 without GRO.
 //
 // # Using it
 //
@@ -300,10 +311,6 @@ const (
 	classLAN                   // inside the LAN prefixes
 	classInternet              // everything else
 )
-
-func (c class) String() string {
-	return [...]string{"refused", "cell", "peer", "lan", "internet"}[c]
-}
 
 // allows reports whether acc may open a flow to a destination of class c.
 func (acc Access) allows(c class) bool {
