@@ -109,9 +109,18 @@
 // opening the device with its tunnel addresses:
 //
 //	us := dev.Userspace()
-//	// The same declaration tun mode gives the firewall, on every change
-//	// (peers added, removed, enabled, disabled, policy edited):
-//	us.SetPolicy(userspace.PolicyFrom(ruleset))
+//	// The same declaration tun mode gives the firewall (firewall.Ruleset),
+//	// again on every change: peers added, removed, enabled, disabled,
+//	// their policy edited. Disabled peers are left out.
+//	p := userspace.Policy{Peers: map[netip.Addr]userspace.Access{},
+//		Tunnel: []netip.Prefix{rs.Tunnel4, rs.Tunnel6}, LAN: rs.LAN}
+//	for _, fp := range rs.Peers {
+//		if fp.Enabled {
+//			acc := userspace.Access{Internet: fp.Internet, LAN: fp.LAN, Peers: fp.Peers}
+//			p.Peers[fp.Addr4], p.Peers[fp.Addr6] = acc, acc
+//		}
+//	}
+//	us.SetPolicy(p)
 //	// The API for peers, on each tunnel address (its handlers see the
 //	// peer's tunnel address in r.RemoteAddr):
 //	l, _ := us.ListenTCP(netip.AddrPortFrom(cell4, 3000))
@@ -122,7 +131,10 @@
 //	go (&dns.Server{PacketConn: pc, Handler: h}).ActivateAndServe()
 //	go (&dns.Server{Listener: tl, Handler: h}).ActivateAndServe()
 //
-// Listeners close with the device; a server shut down first closes its own.
+// The ruleset's WAN interface, local ports and port forwards have no
+// meaning here: flows leave however the host routes them, the cell's
+// services are what it listens on. Listeners close with the device; a
+// server shut down first closes its own.
 // Policy.Services is the alternative for a service that cannot take a
 // listener (it sees connections from the host's loopback, not the peer).
 // Fake is the test double. Close is called by the WireGuard device's Close
@@ -136,12 +148,11 @@ import (
 	"net/netip"
 	"slices"
 	"time"
-
-	"github.com/pic-cell/cell/netstack/firewall"
 )
 
 // Policy is the whole desired forwarding state. The zero Policy forwards
-// nothing and lets no one in.
+// nothing and lets no one in. Zero addresses and prefixes (a peer without
+// IPv6, a cell without an IPv6 subnet) are skipped.
 type Policy struct {
 	// Peers is the access of each source address. A peer's IPv4 and IPv6
 	// tunnel addresses are separate keys. Sources not listed get nothing.
@@ -225,34 +236,6 @@ type Options struct {
 // ErrClosed is returned by a closed stack.
 var ErrClosed = errors.New("userspace: stack closed")
 
-// PolicyFrom is the netstack mode's reading of the tun mode's firewall
-// ruleset, so that both modes follow one declaration: every enabled peer's
-// two addresses with its Internet, LAN and Peers flags, the tunnel subnets
-// and the LAN. Disabled peers are left out (they get nothing). What has no
-// meaning in userspace is ignored: the WAN interface (flows leave however
-// the host routes them), the local and WAN ports (the cell's services are
-// what it listens on with ListenTCP and ListenUDP) and port forwards.
-func PolicyFrom(rs firewall.Ruleset) Policy {
-	p := Policy{Peers: make(map[netip.Addr]Access, 2*len(rs.Peers)), LAN: slices.Clone(rs.LAN)}
-	for _, t := range []netip.Prefix{rs.Tunnel4, rs.Tunnel6} {
-		if t.IsValid() {
-			p.Tunnel = append(p.Tunnel, t)
-		}
-	}
-	for _, fp := range rs.Peers {
-		if !fp.Enabled {
-			continue
-		}
-		acc := Access{Internet: fp.Internet, LAN: fp.LAN, Peers: fp.Peers}
-		for _, a := range []netip.Addr{fp.Addr4, fp.Addr6} {
-			if a.IsValid() {
-				p.Peers[a] = acc
-			}
-		}
-	}
-	return p
-}
-
 // compiled is a Policy prepared for lookups on every packet. It is never
 // modified after SetPolicy stores it.
 type compiled struct {
@@ -271,22 +254,19 @@ type serviceKey struct {
 func compile(p Policy) (*compiled, error) {
 	c := &compiled{set: true, peers: make(map[netip.Addr]Access, len(p.Peers)), services: map[serviceKey]netip.AddrPort{}}
 	for a, acc := range p.Peers {
-		if !a.IsValid() {
-			return nil, errors.New("userspace: policy with an invalid peer address")
+		if a.IsValid() {
+			c.peers[a.Unmap()] = acc
 		}
-		c.peers[a.Unmap()] = acc
 	}
 	for _, pr := range p.Tunnel {
-		if !pr.IsValid() {
-			return nil, errors.New("userspace: policy with an invalid tunnel prefix")
+		if pr.IsValid() {
+			c.tunnel = append(c.tunnel, pr.Masked())
 		}
-		c.tunnel = append(c.tunnel, pr.Masked())
 	}
 	for _, pr := range p.LAN {
-		if !pr.IsValid() {
-			return nil, errors.New("userspace: policy with an invalid LAN prefix")
+		if pr.IsValid() {
+			c.lan = append(c.lan, pr.Masked())
 		}
-		c.lan = append(c.lan, pr.Masked())
 	}
 	for _, s := range p.Services {
 		if (s.Proto != "tcp" && s.Proto != "udp") || s.Port == 0 || !s.To.IsValid() || s.To.Port() == 0 {

@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pic-cell/cell/netstack/firewall"
 	"github.com/pic-cell/cell/netstack/userspace"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -711,32 +710,15 @@ func TestListenOnlyOnOwnAddresses(t *testing.T) {
 	if err := us.SetPolicy(userspace.Policy{Services: []userspace.Service{{Proto: "sctp", Port: 1, To: netip.MustParseAddrPort("127.0.0.1:1")}}}); err == nil {
 		t.Error("a service with an unknown protocol was accepted")
 	}
+	// The mapping from a firewall ruleset writes zero addresses and
+	// prefixes for what a peer or the cell lacks: skipped, not an error.
+	if err := us.SetPolicy(userspace.Policy{Peers: map[netip.Addr]userspace.Access{{}: {Internet: true}},
+		Tunnel: []netip.Prefix{tunnel4, {}}}); err != nil {
+		t.Errorf("a policy with zero addresses: %v", err)
+	}
 	var tunUS wireguard.Userspace = (&wireguard.WG{}).Userspace()
 	if tunUS != nil {
 		t.Error("a device without a userspace stack reports one")
-	}
-}
-
-func TestPolicyFrom(t *testing.T) {
-	a4, a6, b4, c4 := netip.MustParseAddr("10.77.0.2"), netip.MustParseAddr("fd77::2"), netip.MustParseAddr("10.77.0.3"), netip.MustParseAddr("10.77.0.4")
-	p := userspace.PolicyFrom(firewall.Ruleset{WGInterface: "wg0", WGPort: 51820, Tunnel4: tunnel4, Tunnel6: tunnel6, LAN: []netip.Prefix{lan},
-		LocalTCP: []uint16{53, 3000}, Forwards: []firewall.Forward{{Proto: "tcp", Port: 80, To: a4, ToPort: 80}},
-		Peers: []firewall.Peer{
-			{Addr4: a4, Addr6: a6, Enabled: true, Internet: true, Peers: true},
-			{Addr4: b4, Enabled: true, LAN: true},
-			{Addr4: c4, Enabled: false, Internet: true},
-		}})
-	want := map[netip.Addr]userspace.Access{a4: {Internet: true, Peers: true}, a6: {Internet: true, Peers: true}, b4: {LAN: true}}
-	if len(p.Peers) != len(want) {
-		t.Errorf("peers = %v, want %v (the disabled peer left out)", p.Peers, want)
-	}
-	for a, acc := range want {
-		if p.Peers[a] != acc {
-			t.Errorf("peer %v: %+v, want %+v", a, p.Peers[a], acc)
-		}
-	}
-	if len(p.Tunnel) != 2 || p.Tunnel[0] != tunnel4 || p.Tunnel[1] != tunnel6 || len(p.LAN) != 1 || p.LAN[0] != lan || len(p.Services) != 0 {
-		t.Errorf("policy = %+v", p)
 	}
 }
 
