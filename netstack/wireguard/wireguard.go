@@ -3,7 +3,9 @@
 // netstack (unprivileged development), configured declaratively through UAPI.
 //
 // Device is the small interface the rest of the cell sees; Fake is its
-// in-memory double for unit tests. All configuration goes through one typed
+// in-memory double for unit tests. In netstack mode the device also has a
+// Userspace (package userspace): the forwarding policy and the listeners
+// that tun mode leaves to the kernel. All configuration goes through one typed
 // place (uapi.go) that writes the UAPI text wireguard-go understands; nothing
 // here runs the wg tool.
 package wireguard
