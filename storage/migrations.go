@@ -7,8 +7,12 @@ import (
 )
 
 // A migration moves the schema from version N-1 to N (N is its place in migrations,
-// counting from 1). Migrations only ever get appended; each has a test in
-// migrations_test.go.
+// counting from 1). Migrations only ever get appended, and a released one never
+// changes: a cell at any older version must reach the same file. Each has a check of
+// what it makes on an empty file in TestMigrationsEach (storage_test.go); one that
+// changes existing records also gets an upgrade test through the harness in
+// migrations_test.go (a file at the version before it, holding records in that
+// version's shape, opened by the current code).
 type migration struct {
 	name  string
 	apply func(tx *bolt.Tx) error
