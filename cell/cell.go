@@ -26,6 +26,7 @@ import (
 	"github.com/pic-cell/cell/cell/accounts"
 	"github.com/pic-cell/cell/cell/audit"
 	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/cell/dns"
 	"github.com/pic-cell/cell/cell/health"
 	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/cell/peers"
@@ -65,6 +66,7 @@ type Cell struct {
 	Setup    *setup.Wizard
 	Settings *settings.Settings
 	Peers    *peers.Peers
+	DNS      *dns.DNS
 	Health   *health.Health
 	Network  *reconcile.Loop // nil when Options.Network has no Open
 
@@ -87,6 +89,7 @@ func New(o Options) (*Cell, error) {
 	}
 	c := &Cell{DB: o.DB, Logs: o.Logs, log: o.Logs.Logger("cell"), Config: config.NewRegistry()}
 	c.Config.Register(health.Section())
+	c.Config.Register(dns.Section())
 	var err error
 	if c.Audit, err = audit.Open(o.DB, o.Logs.Logger("audit"), o.Now, o.Rand); err != nil {
 		return nil, err
@@ -97,7 +100,7 @@ func New(o Options) (*Cell, error) {
 	c.Health = health.New(o.DB, o.Now, Version, audit.KeyName)
 	c.Health.Register("audit", c.Audit.Check)
 
-	var net peers.Network = offline{}
+	var net network = offline{}
 	var settle func(context.Context) error
 	if o.Network.Open != nil {
 		c.Network = reconcile.New(o.DB, o.Network, o.Logs.Logger("network"), o.Rand)
@@ -106,10 +109,16 @@ func New(o Options) (*Cell, error) {
 		if o.Network.Firewall != nil {
 			c.Health.Register("firewall", c.Network.CheckFirewall)
 		}
+		if o.Network.DNS != nil {
+			c.Health.Register("dns", c.Network.CheckDNS)
+		}
 	}
+	c.DNS = dns.New(o.DB, net, c.Audit, o.Now)
 	c.Setup = setup.New(o.DB, hasher, c.Audit, c.Config, o.Now, settle)
 	c.Peers = peers.New(peers.Options{DB: o.DB, Hasher: hasher, Audit: c.Audit, Network: net, Now: o.Now, Rand: o.Rand,
 		CellKey: func() (wireguard.Key, error) { return reconcile.CellKey(o.DB, o.Rand) }})
+	// Effects across capabilities, in the storing transaction.
+	c.Peers.OnCreate(c.DNS.PeerNameFree)
 	return c, nil
 }
 

@@ -23,6 +23,7 @@ var migrations = []migration{
 	{"create the base buckets", migrateBaseBuckets},
 	{"nest the audit log's entries and checkpoints", migrateAuditNesting},
 	{"create the peers, peer address index and port forward buckets", migratePeers},
+	{"create the bucket of the DNS zone's custom records", migrateDNSRecords},
 }
 
 func migrateBaseBuckets(tx *bolt.Tx) error {

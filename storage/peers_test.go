@@ -127,3 +127,31 @@ func TestPeerUpdateKeepsIdentity(t *testing.T) {
 		t.Errorf("stored = %+v", got)
 	}
 }
+
+func TestDNSRecordsCreateDeleteAndWithin(t *testing.T) {
+	db := openTest(t)
+	var heard []Change
+	db.OnCommit(func(c Change) { heard = append(heard, c) })
+	r := DNSRecord{Name: "www", Type: "A", Value: "10.77.0.9", TTL: 300}
+	if err := db.DNSRecords().Create(&r, nil); err != nil || r.ID != 1 {
+		t.Fatalf("create: id %d, %v", r.ID, err)
+	}
+	refused := DNSRecord{Name: "bad", Type: "A", Value: "10.77.0.8"}
+	if err := db.DNSRecords().Create(&refused, func(*Tx) error { return ErrConflict }); !errors.Is(err, ErrConflict) {
+		t.Fatalf("within's error = %v, want it returned", err)
+	}
+	rs, err := db.DNSRecords().List()
+	if err != nil || len(rs) != 1 || rs[0].Name != "www" {
+		t.Fatalf("records = %+v, %v; want www alone (the refused one rolled back)", rs, err)
+	}
+	if _, err := db.DNSRecords().Delete(1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.DNSRecords().Delete(1, nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete = %v, want ErrNotFound", err)
+	}
+	want := []Change{{Kind: ChangeRecord, Key: "1"}, {Kind: ChangeRecord, Key: "1"}}
+	if len(heard) != len(want) || heard[0] != want[0] || heard[1] != want[1] {
+		t.Errorf("commits heard = %+v, want %+v (none for the rolled-back create)", heard, want)
+	}
+}

@@ -57,6 +57,12 @@ func TestMigrationsEach(t *testing.T) {
 			}
 			return nil
 		},
+		func(tx *bolt.Tx) error {
+			if tx.Bucket(bucketDNSRecords) == nil {
+				return fmt.Errorf("bucket %s missing", bucketDNSRecords)
+			}
+			return nil
+		},
 	}
 	if len(checks) != len(migrations) {
 		t.Fatalf("%d migrations but %d checks: every migration needs a test", len(migrations), len(checks))

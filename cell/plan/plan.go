@@ -15,8 +15,10 @@ import (
 	"sort"
 
 	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/netstack/dns"
 	"github.com/pic-cell/cell/netstack/firewall"
 	"github.com/pic-cell/cell/netstack/links"
+	"github.com/pic-cell/cell/netstack/userspace"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
 )
@@ -42,6 +44,23 @@ type Host struct {
 	LAN                []netip.Prefix
 	LocalTCP, LocalUDP []uint16
 	Links, Firewall    bool // whether those parts exist (tun mode)
+	// Userspace: the device is gVisor's (netstack mode), which forwards the
+	// peers' flows itself under a policy instead of the kernel's firewall.
+	Userspace bool
+	// DNS: the cell runs its DNS server; Upstreams are the uplink's resolvers
+	// (from DHCP on the appliance, /etc/resolv.conf elsewhere), used when the
+	// config names none.
+	DNS       bool
+	Upstreams []string
+}
+
+// DNSSection is the "dns" section of the config document.
+type DNSSection struct {
+	// Upstreams override the uplink's resolvers: "198.18.0.53",
+	// "[2001:db8::53]:53", "tls://dns.example@198.18.0.53:853".
+	Upstreams     []string `json:"upstreams"`
+	RatePerSecond int      `json:"rate_per_second"` // per source; 0 is the server's default (50)
+	Burst         int      `json:"burst"`           // 0 is the server's default (100)
 }
 
 // Snapshot is one read transaction's worth of state, plus the host.
@@ -51,6 +70,9 @@ type Snapshot struct {
 	CellKey  wireguard.Key
 	Peers    []Peer // by name
 	Forwards []storage.Forward
+	Domain   string // the cell's domain: its zone
+	DNS      DNSSection
+	Records  []storage.DNSRecord // the zone's custom records
 	Host     Host
 }
 
@@ -62,6 +84,8 @@ type Desired struct {
 	WireGuard wireguard.Config
 	Links     *links.Config     // nil without a links part
 	Firewall  *firewall.Ruleset // nil without a firewall part
+	Userspace *userspace.Policy // nil unless the device is gVisor's
+	DNS       *dns.Config       // nil without a DNS server
 }
 
 // Build computes Desired from s. It is pure: same snapshot, same answer.
@@ -106,8 +130,83 @@ func Build(s Snapshot) Desired {
 		}
 		d.Firewall = &rs
 	}
+	if s.Host.Userspace {
+		pol := userspace.Policy{Peers: map[netip.Addr]userspace.Access{}, Tunnel: []netip.Prefix{sn.V4}, LAN: s.Host.LAN}
+		if sn.V6.IsValid() {
+			pol.Tunnel = append(pol.Tunnel, sn.V6)
+		}
+		for _, p := range peers {
+			addUserspacePeer(&pol, p)
+		}
+		d.Userspace = &pol
+	}
+	if s.Host.DNS {
+		d.DNS = buildDNS(s, peers)
+	}
 	return d
 }
+
+// addUserspacePeer puts p's access into pol: a disabled peer gets none.
+func addUserspacePeer(pol *userspace.Policy, p Peer) {
+	if !p.Enabled {
+		return
+	}
+	acc := userspace.Access{Internet: p.Policy.Internet == storage.Allow, LAN: p.Policy.LAN == storage.Allow, Peers: p.Policy.Peers == storage.Allow}
+	pol.Peers[p.Addr4] = acc
+	if p.Addr6.IsValid() {
+		pol.Peers[p.Addr6] = acc
+	}
+}
+
+// UserspacePolicy is the netstack mode's forwarding policy of peers alone (the
+// loop's one-peer path rebuilds it from the peers it has applied).
+func UserspacePolicy(base userspace.Policy, peers []Peer) userspace.Policy {
+	pol := base
+	pol.Peers = make(map[netip.Addr]userspace.Access, 2*len(peers))
+	for _, p := range peers {
+		addUserspacePeer(&pol, p)
+	}
+	return pol
+}
+
+// buildDNS is the split-horizon zone: inside the tunnel the cell's own name is
+// its tunnel address, every peer answers by name, and the admin's records
+// follow; everything else goes to the upstreams.
+func buildDNS(s Snapshot, peers []Peer) *dns.Config {
+	sn := s.Subnets
+	c := &dns.Config{Zone: dns.Zone{Domain: s.Domain}, Upstreams: s.DNS.Upstreams,
+		Allowed: []netip.Prefix{sn.V4}, RatePerSecond: s.DNS.RatePerSecond, Burst: s.DNS.Burst}
+	if len(c.Upstreams) == 0 {
+		c.Upstreams = s.Host.Upstreams
+	}
+	if sn.V6.IsValid() {
+		c.Allowed = append(c.Allowed, sn.V6)
+	}
+	c.Zone.Records = append(c.Zone.Records, dns.Record{Name: "@", Type: "A", Value: sn.Cell4.String()})
+	if sn.Cell6.IsValid() {
+		c.Zone.Records = append(c.Zone.Records, dns.Record{Name: "@", Type: "AAAA", Value: sn.Cell6.String()})
+	}
+	for _, p := range peers {
+		c.Zone.Records = append(c.Zone.Records, PeerRecords(p)...)
+	}
+	for _, r := range s.Records {
+		c.Zone.Records = append(c.Zone.Records, dns.Record{Name: r.Name, Type: r.Type, Value: r.Value, TTL: r.TTL})
+	}
+	return c
+}
+
+// PeerRecords are a peer's names in the zone: <peer>.<domain> A and AAAA.
+func PeerRecords(p Peer) []dns.Record {
+	rs := []dns.Record{{Name: p.Name, Type: "A", Value: p.Addr4.String(), TTL: PeerTTL}}
+	if p.Addr6.IsValid() {
+		rs = append(rs, dns.Record{Name: p.Name, Type: "AAAA", Value: p.Addr6.String(), TTL: PeerTTL})
+	}
+	return rs
+}
+
+// PeerTTL is short: a peer deleted and its name given to another must not
+// linger in the household's caches.
+const PeerTTL = 60
 
 // WGPeer is a peer as the device knows it.
 func WGPeer(p Peer) wireguard.Peer {
@@ -143,9 +242,12 @@ type Live struct {
 	WAN       string
 	LAN       []netip.Prefix
 	Firewall  bool // the cell programs nftables (tun mode)
-	// WireGuard and FirewallState are the parts' last results.
+	// Addresses are the cell's own tunnel addresses, once built.
+	Addresses []netip.Addr
+	// WireGuard, FirewallState and DNS are the parts' last results.
 	WireGuard     storage.PartStatus
 	FirewallState storage.PartStatus
+	DNS           storage.PartStatus
 }
 
 // ParseKey reads a base64 WireGuard key.

@@ -35,6 +35,9 @@ func snapshot(host Host) Snapshot {
 			{Name: "laptop", PublicKey: key(5), PSK: key(6), Addr4: netip.MustParseAddr("10.77.0.2"), Addr6: netip.MustParseAddr("fd77::2"), Enabled: false, Policy: allow},
 		},
 		Forwards: []storage.Forward{{Proto: "tcp", Port: 8080, Peer: "phone", ToPort: 80}, {Proto: "udp", Port: 9, Peer: "gone", ToPort: 9}},
+		Domain:   "home.example.org",
+		DNS:      DNSSection{RatePerSecond: 20},
+		Records:  []storage.DNSRecord{{ID: 1, Name: "www", Type: "CNAME", Value: "phone", TTL: 300}},
 	}
 }
 
@@ -46,8 +49,9 @@ func TestBuildGolden(t *testing.T) {
 		host Host
 	}{
 		{"tun", Host{Interface: "wg0", WAN: "eth0", LAN: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")},
-			LocalTCP: []uint16{53, 3000}, LocalUDP: []uint16{53}, Links: true, Firewall: true}},
-		{"netstack", Host{Interface: "wg0"}},
+			LocalTCP: []uint16{53, 3000}, LocalUDP: []uint16{53}, Links: true, Firewall: true,
+			DNS: true, Upstreams: []string{"198.18.0.53"}}},
+		{"netstack", Host{Interface: "wg0", Userspace: true, DNS: true, LAN: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := json.MarshalIndent(readable(Build(snapshot(c.host))), "", "  ")
@@ -96,5 +100,6 @@ func readable(d Desired) any {
 	for _, p := range d.WireGuard.Peers {
 		wg.Peers = append(wg.Peers, peer{p.PublicKey.String(), p.PresharedKey.String(), p.AllowedIPs})
 	}
-	return map[string]any{"Addresses": d.Addresses, "WireGuard": wg, "Links": d.Links, "Firewall": d.Firewall}
+	return map[string]any{"Addresses": d.Addresses, "WireGuard": wg, "Links": d.Links, "Firewall": d.Firewall,
+		"Userspace": d.Userspace, "DNS": d.DNS}
 }

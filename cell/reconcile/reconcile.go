@@ -27,11 +27,14 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/pic-cell/cell/cell/config"
 	"github.com/pic-cell/cell/cell/plan"
+	"github.com/pic-cell/cell/netstack/dns"
 	"github.com/pic-cell/cell/netstack/firewall"
 	"github.com/pic-cell/cell/netstack/links"
+	"github.com/pic-cell/cell/netstack/userspace"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
 )
@@ -61,6 +64,17 @@ type Network struct {
 	// LocalTCP and LocalUDP are the cell's own services that the tunnel may
 	// reach (the API port, DNS).
 	LocalTCP, LocalUDP []uint16
+	// DNS is the cell's DNS server; optional. The loop gives it the zone
+	// built from the database and keeps it in step with every change.
+	DNS dns.Resolver
+	// Upstreams returns the uplink's resolvers (DNS falls back to them when
+	// the config names none); optional.
+	Upstreams func() []string
+	// Listen opens the cell's own services on its tunnel addresses once the
+	// device has them (and again when they change, after closing what the
+	// last call returned): the DNS server's sockets, and in netstack mode the
+	// API inside the device's stack. Optional.
+	Listen func(dev wireguard.Device, addrs []netip.Addr) (io.Closer, error)
 }
 
 // Loop is the reconcile loop.
@@ -80,10 +94,15 @@ type Loop struct {
 	kick    chan struct{}
 
 	// Owned by the loop goroutine (Run), never touched elsewhere.
-	dev     wireguard.Device
-	addrs   []netip.Addr
-	fwBuilt bool
-	applied map[string]plan.Peer // the peers the kernel has, by name
+	dev      wireguard.Device
+	addrs    []netip.Addr
+	fwBuilt  bool
+	applied  map[string]plan.Peer // the peers the kernel has, by name
+	usBase   *userspace.Policy    // the last full userspace policy (netstack mode)
+	dnsBuilt bool
+	listened []netip.Addr // the addresses Listen last served
+	listener io.Closer
+	wanRetry time.Duration // the wait before looking for the uplink again
 
 	live atomic.Pointer[plan.Live]
 	// devPub is the open device, for the stats reads (UAPI gets, which do
@@ -103,7 +122,8 @@ func New(db *storage.DB, n Network, log *slog.Logger, rand io.Reader) *Loop {
 		doneCh: make(chan struct{}), applied: map[string]plan.Peer{}}
 	l.live.Store(&plan.Live{Mode: n.Mode, Interface: n.Interface, Firewall: n.Firewall != nil,
 		WireGuard:     storage.PartStatus{State: storage.StateNotConfigured, Reason: "waiting for setup"},
-		FirewallState: storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"}})
+		FirewallState: storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"},
+		DNS:           storage.PartStatus{State: storage.StateNotConfigured, Reason: "waiting for setup"}})
 	db.OnCommit(l.note)
 	l.noteFull()
 	return l
@@ -206,6 +226,10 @@ func (l *Loop) doneSnapshot() uint64 {
 // Close closes the device and the netlink connections; the firewall table stays
 // in the kernel (a restarting cell keeps filtering). Call it after Run returned.
 func (l *Loop) Close() {
+	if l.listener != nil {
+		l.listener.Close()
+		l.listener = nil
+	}
 	if l.dev != nil {
 		l.dev.Close()
 		l.dev = nil
@@ -281,6 +305,13 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 		}
 		s.SetUp = true
 		netSec = doc.Network()
+		s.Domain = doc.Cell().Domain
+		if err := doc.Decode("dns", &s.DNS); err != nil {
+			return err
+		}
+		if s.Records, err = l.db.DNSRecords().ListTx(tx); err != nil {
+			return err
+		}
 		if s.Subnets, err = netSec.Subnets(); err != nil {
 			return err
 		}
@@ -302,7 +333,11 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 		return s, err
 	}
 	s.Host = plan.Host{Interface: l.n.Interface, LocalTCP: l.n.LocalTCP, LocalUDP: l.n.LocalUDP,
-		Links: l.n.Links != nil, Firewall: l.n.Firewall != nil}
+		Links: l.n.Links != nil, Firewall: l.n.Firewall != nil, DNS: l.n.DNS != nil}
+	if l.n.DNS != nil && l.n.Upstreams != nil {
+		s.Host.Upstreams = l.n.Upstreams()
+	}
+	s.Host.Userspace = l.n.Mode == "netstack"
 	s.Host.WAN = l.wan(netSec.WANInterface)
 	s.Host.LAN = l.n.LAN
 	if len(l.n.LAN) == 0 && l.n.LANOf != nil && s.Host.WAN != "" {
@@ -355,6 +390,11 @@ func (l *Loop) applyAll() error {
 	}
 	d := plan.Build(s)
 	if l.dev != nil && !slices.Equal(d.Addresses, l.addrs) && l.n.Links == nil {
+		if l.listener != nil { // served from the device's stack
+			l.listener.Close()
+			l.listener, l.listened = nil, nil
+		}
+		l.usBase = nil
 		l.dev.Close() // netstack: the addresses are part of the device
 		l.dev = nil
 		l.devPub.Store(nil)
@@ -397,6 +437,32 @@ func (l *Loop) applyAll() error {
 			errs = append(errs, err)
 		}
 	}
+	if d.Userspace != nil {
+		if us := userspaceOf(l.dev); us != nil {
+			if err := us.SetPolicy(*d.Userspace); err != nil {
+				errs = append(errs, err)
+			} else {
+				base := *d.Userspace
+				l.usBase = &base
+			}
+		}
+	}
+	if err := l.listen(d.Addresses); err != nil {
+		errs = append(errs, err)
+	}
+	dnsState := storage.PartStatus{State: storage.StateNotConfigured, Reason: "no DNS server in this cell"}
+	if d.DNS != nil {
+		if err := l.n.DNS.Set(*d.DNS); err != nil {
+			errs = append(errs, err)
+			dnsState = down(err)
+		} else {
+			l.dnsBuilt = true
+			dnsState = storage.PartStatus{State: storage.StateOK}
+			if len(d.DNS.Upstreams) == 0 {
+				dnsState = storage.PartStatus{State: storage.StateDegraded, Reason: "no upstream resolver: only the cell's own names answer"}
+			}
+		}
+	}
 	l.applied = map[string]plan.Peer{}
 	for _, p := range s.Peers {
 		l.applied[p.Name] = p
@@ -407,7 +473,8 @@ func (l *Loop) applyAll() error {
 		wg = storage.PartStatus{State: storage.StateDegraded, Reason: err.Error()}
 	}
 	l.publish(func(v *plan.Live) {
-		v.Running, v.WAN, v.LAN, v.WireGuard = true, s.Host.WAN, s.Host.LAN, wg
+		v.Running, v.WAN, v.LAN, v.WireGuard, v.DNS = true, s.Host.WAN, s.Host.LAN, wg, dnsState
+		v.Addresses = d.Addresses
 		if d.Firewall != nil {
 			v.FirewallState = fwState
 		}
@@ -415,7 +482,21 @@ func (l *Loop) applyAll() error {
 	if err == nil {
 		l.log.Info("network built from the database", "peers", len(s.Peers), "forwards", len(s.Forwards), "wan", s.Host.WAN)
 	}
+	l.retryWAN(s.Host.WAN)
 	return err
+}
+
+// retryWAN looks for the uplink again, with a growing wait (5 s up to a
+// minute), while there is none: after a power cut the cell may start before
+// DHCP has given the default route, and the peers must not wait for a config
+// change to reach the internet.
+func (l *Loop) retryWAN(wan string) {
+	if wan != "" || l.n.WAN != "" || l.n.DefaultWAN == nil {
+		l.wanRetry = 0
+		return
+	}
+	l.wanRetry = min(max(2*l.wanRetry, 5*time.Second), time.Minute)
+	time.AfterFunc(l.wanRetry, l.noteFull)
 }
 
 // applyPeers brings the named peers' kernel state in line with the store: the
@@ -470,13 +551,73 @@ func (l *Loop) applyPeers(names map[string]bool) error {
 				errs = append(errs, l.n.Firewall.RemovePeer(old.Addr4))
 			}
 		}
+		if l.n.DNS != nil && l.dnsBuilt {
+			// Names and addresses never change after a peer is made: only
+			// a new or a deleted peer changes the zone.
+			switch {
+			case c.exists && !had:
+				for _, r := range plan.PeerRecords(c.p) {
+					errs = append(errs, l.n.DNS.PutRecord(r))
+				}
+			case !c.exists:
+				for _, r := range plan.PeerRecords(old) {
+					errs = append(errs, l.n.DNS.RemoveRecord(r))
+				}
+			}
+		}
 		if c.exists {
 			l.applied[c.name] = c.p
 		} else {
 			delete(l.applied, c.name)
 		}
 	}
+	if l.usBase != nil {
+		if us := userspaceOf(l.dev); us != nil {
+			ps := make([]plan.Peer, 0, len(l.applied))
+			for _, p := range l.applied {
+				ps = append(ps, p)
+			}
+			errs = append(errs, us.SetPolicy(plan.UserspacePolicy(*l.usBase, ps)))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// userspaceOf is the device's userspace stack in netstack mode, else nil.
+func userspaceOf(dev wireguard.Device) wireguard.Userspace {
+	if u, ok := dev.(interface{ Userspace() wireguard.Userspace }); ok {
+		return u.Userspace()
+	}
+	return nil
+}
+
+// listen (re)opens the cell's own services on its tunnel addresses when they
+// changed.
+func (l *Loop) listen(addrs []netip.Addr) error {
+	if l.n.Listen == nil || slices.Equal(addrs, l.listened) {
+		return nil
+	}
+	if l.listener != nil {
+		l.listener.Close()
+		l.listener, l.listened = nil, nil
+	}
+	c, err := l.n.Listen(l.dev, addrs)
+	if err != nil {
+		return fmt.Errorf("serving on the tunnel addresses: %w", err)
+	}
+	l.listener, l.listened = c, addrs
+	return nil
+}
+
+// CheckDNS is the dns part's health, from the last apply.
+func (l *Loop) CheckDNS(context.Context) storage.PartStatus { return l.Live().DNS }
+
+// DNSStats are the DNS server's counters (zero without one).
+func (l *Loop) DNSStats() dns.Stats {
+	if l.n.DNS == nil {
+		return dns.Stats{}
+	}
+	return l.n.DNS.Stats()
 }
 
 func down(err error) storage.PartStatus {
