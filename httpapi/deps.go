@@ -71,4 +71,6 @@ type Deps struct {
 	// (peers.go, peer.go, wireguard.go, routing.go); nil leaves them out.
 	Peers   PeerService
 	Routing RoutingService
+	// DNS is the dns area (dns.go); nil leaves it out.
+	DNS DNSService
 }

@@ -176,6 +176,9 @@ func (s *Server) areas() [][]Route {
 	if s.deps.Routing != nil {
 		out = append(out, s.routingRoutes())
 	}
+	if s.deps.DNS != nil {
+		out = append(out, s.dnsRoutes())
+	}
 	for _, a := range s.extra {
 		out = append(out, a(s))
 	}

@@ -327,6 +327,41 @@ func (c *Client) DeleteForward(ctx context.Context, proto string, port int) erro
 	return c.call(ctx, del, "/api/routing/forwards/"+url.PathEscape(proto)+"/"+strconv.Itoa(port), nil, 200, nil)
 }
 
+// ---- dns
+
+// DNS is the DNS server's status: GET /api/dns.
+func (c *Client) DNS(ctx context.Context) (DNSStatus, error) {
+	var out DNSStatus
+	err := c.call(ctx, get, "/api/dns", nil, 200, &out)
+	return out, err
+}
+
+// DNSRecords lists the custom records of the cell's zone.
+func (c *Client) DNSRecords(ctx context.Context) ([]DNSRecord, error) {
+	var out struct {
+		Records []DNSRecord `json:"records"`
+	}
+	err := c.call(ctx, get, "/api/dns/records", nil, 200, &out)
+	return out.Records, err
+}
+
+// AddDNSRecord adds a record to the cell's zone; it answers once the server has it.
+func (c *Client) AddDNSRecord(ctx context.Context, r NewDNSRecord) (DNSRecord, error) {
+	var out DNSRecord
+	err := c.call(ctx, post, "/api/dns/records", r, http.StatusCreated, &out)
+	return out, err
+}
+
+// DeleteDNSRecord removes a record by its id.
+func (c *Client) DeleteDNSRecord(ctx context.Context, id uint64) error {
+	return c.call(ctx, del, "/api/dns/records/"+strconv.FormatUint(id, 10), nil, 200, nil)
+}
+
+// ReloadDNS rebuilds the zone from the database now.
+func (c *Client) ReloadDNS(ctx context.Context) error {
+	return c.call(ctx, post, "/api/dns/reload", nil, 200, nil)
+}
+
 // ---- audit
 
 // Audit queries the audit log: GET /api/audit.

@@ -351,3 +351,53 @@ type UpdateAccepted struct {
 	State    string `json:"state"` // pending
 	Message  string `json:"message"`
 }
+
+// DNSRecord is a custom record of the cell's zone.
+type DNSRecord struct {
+	ID        uint64    `json:"id"`
+	Name      string    `json:"name"`
+	FQDN      string    `json:"fqdn"`
+	Type      string    `json:"type"`
+	Value     string    `json:"value"`
+	TTL       uint32    `json:"ttl"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// NewDNSRecord is the body of POST /api/dns/records: Type is A, AAAA, CNAME,
+// TXT, MX or SRV; TTL 0 means 300 seconds.
+type NewDNSRecord struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	Value string `json:"value"`
+	TTL   uint32 `json:"ttl,omitempty"`
+}
+
+// DNSStatus is GET /api/dns.
+type DNSStatus struct {
+	State     string   `json:"state"`
+	Reason    string   `json:"reason,omitempty"`
+	Listening []string `json:"listening"`
+	Zone      string   `json:"zone"`
+	Serial    uint32   `json:"serial"`
+	Records   int      `json:"record_count"`
+	Upstreams []struct {
+		Address   string  `json:"address"`
+		Healthy   bool    `json:"healthy"`
+		LastError string  `json:"last_error,omitempty"`
+		Answers   uint64  `json:"answers"`
+		Failures  uint64  `json:"failures"`
+		RTTMillis float64 `json:"rtt_ms"`
+	} `json:"upstreams"`
+	Cache struct {
+		Entries int     `json:"entries"`
+		Hits    uint64  `json:"hits"`
+		Misses  uint64  `json:"misses"`
+		HitRate float64 `json:"hit_rate"`
+	} `json:"cache"`
+	Refused uint64 `json:"refused"`
+	Limited uint64 `json:"rate_limited"`
+	Peers   []struct {
+		Peer    string `json:"peer"`
+		Queries uint64 `json:"queries"`
+	} `json:"queries_per_peer"`
+}
