@@ -21,6 +21,7 @@ import (
 	"github.com/pic-cell/cell/cell"
 	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/httpapi"
+	"github.com/pic-cell/cell/netstack/dns"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -79,7 +80,7 @@ func run(args []string) error {
 		return err
 	}
 	defer book.Close()
-	for _, c := range []string{"api", "storage", "audit", "cell"} {
+	for _, c := range []string{"api", "storage", "audit", "cell", "network", "dns"} {
 		book.Level(c) // listed by GET /api/logs/verbosity from the start
 	}
 	slog := book.Logger("cell")
@@ -95,7 +96,12 @@ func run(args []string) error {
 	v, _ := db.SchemaVersion()
 	book.Logger("storage").Info("database open", "path", db.Path(), "schema", v)
 
-	netw, err := network(f.wgMode, f.wan, f.listen, book)
+	// The DNS server lives as long as run: it answers on the tunnel
+	// addresses, which the reconcile loop opens for it once it builds them.
+	resolver := dns.New(dns.Options{Logger: book.Logger("dns")})
+	defer resolver.Shutdown()
+	ts := &tunnelServices{dns: resolver, log: book.Logger("network")}
+	netw, err := network(f.wgMode, f.wan, f.listen, book, ts)
 	if err != nil {
 		return err
 	}
@@ -112,8 +118,10 @@ func run(args []string) error {
 	fwCtx, fwStop := context.WithCancel(context.Background())
 	defer fwStop()
 	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings,
-		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers}).
+		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
+	handler := api.Handler()
+	ts.setAPI(handler)
 	// The first build of the network from the database, before the API answers:
 	// a part that fails leaves the cell degraded (the health says why), never down.
 	settleCtx, settleStop := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -127,7 +135,7 @@ func run(args []string) error {
 		return err
 	}
 	srv := &http.Server{
-		Handler:           api.Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute, // update bundles are large
 		IdleTimeout:       2 * time.Minute,

@@ -16,14 +16,21 @@ import (
 
 // network builds the kernel side of the cell from -wg-mode and -wan: in tun
 // mode a TUN device with the UAPI socket, nftables and rtnetlink (root); in
-// netstack mode only a userspace device, and the host is left alone.
-func network(mode, wan, listen string, book *logs.Book) (reconcile.Network, error) {
+// netstack mode only a userspace device, and the host is left alone. Both serve
+// DNS (and netstack mode the API) on the tunnel addresses through ts.
+func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices) (reconcile.Network, error) {
 	wgLog := book.Logger("wireguard")
 	switch mode {
 	case "netstack":
-		return reconcile.Network{Mode: mode, Interface: "wg0", Open: func(addrs []netip.Addr) (wireguard.Device, error) {
-			return wireguard.Open(wireguard.Options{Mode: wireguard.ModeNetstack, Addresses: addrs, Logger: wgLog})
-		}}, nil
+		if _, p, err := net.SplitHostPort(listen); err == nil {
+			if port, err := strconv.ParseUint(p, 10, 16); err == nil {
+				ts.apiPort = uint16(port)
+			}
+		}
+		return ts.attach(reconcile.Network{Mode: mode, Interface: "wg0",
+			Open: func(addrs []netip.Addr) (wireguard.Device, error) {
+				return wireguard.Open(wireguard.Options{Mode: wireguard.ModeNetstack, Addresses: addrs, Logger: wgLog})
+			}}), nil
 	case "tun":
 	default:
 		return reconcile.Network{}, fmt.Errorf("-wg-mode must be tun or netstack, not %q", mode)
@@ -48,7 +55,7 @@ func network(mode, wan, listen string, book *logs.Book) (reconcile.Network, erro
 	n.Open = func(addrs []netip.Addr) (wireguard.Device, error) {
 		return wireguard.Open(wireguard.Options{Mode: wireguard.ModeTUN, Name: "wg0", UAPI: true, Logger: wgLog})
 	}
-	return n, nil
+	return ts.attach(n), nil
 }
 
 // openAPI returns fw, made to open the API's port from everywhere
