@@ -40,7 +40,8 @@ const (
 	tunPhone         = "198.18.1.2"
 	tunWGPort        = 41820 // the home router's port: not the cell's 51820
 	tunAPIPort       = 8080
-	tunCell          = "10.77.0.1" // the cell's tunnel address (subnet 10.77.0.0/24)
+	tunCell          = "10.77.0.1"   // the cell's tunnel address (subnet 10.77.0.0/24)
+	tunResolver      = "198.18.0.53" // a resolver in the internet (dnsmasq)
 	tunAdminPassword = "phone-test-admin-pass-4c1e"
 )
 
@@ -48,8 +49,8 @@ const (
 // cell with -wg-mode tun), set up through its API, serves a phone: a real
 // WireGuard client made from nothing but GET /api/peers/phone/config completes
 // the handshake, browses the internet through the cell (forwarded and
-// masqueraded), reaches the admin API on the cell's tunnel address and pings
-// it. The admin API stays reachable from the LAN once the firewall is built.
+// masqueraded), reaches the admin API on the cell's tunnel address, pings it
+// and resolves the household's names and forwarded ones through it. The admin API stays reachable from the LAN once the firewall is built.
 func TestPhoneThroughTunnel(t *testing.T) {
 	needVM(t)
 	nstest.RequireRoot(t)
@@ -215,9 +216,54 @@ func TestPhoneThroughTunnel(t *testing.T) {
 		}
 	})
 
-	// DNS through the tunnel (the cell's resolver on 10.77.0.1:53, the
-	// config's DNS line) is being built: its subtest, t.Run("dns", ...),
-	// goes here, between "ping" and the LAN check below.
+	// Names through the tunnel: the cell's resolver on 10.77.0.1:53 (the
+	// config's DNS line) answers the household's zone itself and forwards the
+	// rest to the resolver the admin named, a real dnsmasq in the internet.
+	t.Run("dns", func(t *testing.T) {
+		for _, tool := range []string{"dig", "dnsmasq"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				t.Skipf("skipped: needs %s (Debian: bind9-dnsutils, dnsmasq-base)", tool)
+			}
+		}
+		lab.Exec(t, "ip", "addr", "add", tunResolver+"/32", "dev", "lo")
+		dir := t.TempDir()
+		dm := exec.Command("ip", "netns", "exec", lab.Name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts",
+			"--listen-address="+tunResolver, "--bind-interfaces", "--port=53", "--user=root", "--local-ttl=300",
+			"--address=/example.test/"+tunInternet, "--pid-file="+filepath.Join(dir, "pid"))
+		if err := dm.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { dm.Process.Kill(); dm.Wait() })
+		_, err := a.PatchConfig(ctx, map[string]any{"dns": map[string]any{"upstreams": []string{tunResolver}}})
+		a.ok("PUT /api/config dns.upstreams", err)
+		dig := func(args ...string) (string, error) {
+			out, err := phone.Try(append([]string{"dig", "+short", "+time=3", "+tries=2", "@" + tunCell}, args...)...)
+			return strings.TrimSpace(out), err
+		}
+		for _, c := range []struct{ args, want string }{
+			{"phone.home.example.org A", phoneAddr},
+			{"home.example.org A", tunCell},
+			{"-x " + phoneAddr, "phone.home.example.org."},
+			{"www.example.test A", tunInternet},
+		} {
+			var got string
+			err := waitFor(30*time.Second, func() (err error) {
+				if got, err = dig(strings.Fields(c.args)...); err == nil && got != c.want {
+					err = fmt.Errorf("answer %q", got)
+				}
+				return err
+			})
+			if err != nil {
+				t.Errorf("dig @%s %s through the tunnel: %v, want %q", tunCell, c.args, err, c.want)
+			}
+		}
+		st, err := a.DNS(ctx)
+		a.ok("GET /api/dns", err)
+		if st.State != "ok" || len(st.Listening) == 0 {
+			t.Errorf("the cell's DNS status: %+v", st)
+		}
+		t.Logf("DNS: listening %v, zone %s, %d records, upstreams %+v", st.Listening, st.Zone, st.Records, st.Upstreams)
+	})
 
 	t.Run("admin api from the lan", func(t *testing.T) {
 		if _, err := a.WireGuardStatus(ctx); err != nil {

@@ -200,6 +200,11 @@ func testDaemonDNS(t *testing.T, mode string) {
 		if out := top.Cell.Exec(t, "nft", "list", "ruleset"); strings.TrimSpace(out) != "" {
 			t.Errorf("netstack mode left nftables rules:\n%s", out)
 		}
+		// Port forwards need the kernel: refused, naming the mode.
+		_, err := a.AddForward(ctx, client.NewForward{Proto: "tcp", Port: 8080, Peer: "client-a"})
+		if !client.IsCode(err, "forwards_need_tun") || !strings.Contains(err.Error(), "netstack") {
+			t.Errorf("a port forward in netstack mode: %v, want 409 forwards_need_tun naming the mode", err)
+		}
 	}
 	// Denied by policy: no internet for client-b.
 	_, err = a.SetPeerRouting(ctx, "client-b", client.PolicyChange{Internet: new("deny")})
