@@ -35,16 +35,30 @@ func (a *api) ok(what string, err error) {
 
 func (a *api) setupAndLogin() {
 	a.t.Helper()
-	ctx := context.Background()
-	_, err := a.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": adminPassword})
-	a.ok("setup step admin", err)
-	_, err = a.SetupStep(ctx, "cell", map[string]any{"name": "home", "domain": "home.example.org"})
-	a.ok("setup step cell", err)
-	_, err = a.SetupStep(ctx, "network", map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"})
-	a.ok("setup step network", err)
-	_, err = a.CompleteSetup(ctx)
-	a.ok("complete setup", err)
+	setUpCell(a.t, a.Client, adminPassword)
 	a.login()
+}
+
+// setUpCell walks c through the wizard (admin, cell home.example.org, network
+// 10.77.0.0/24 on 51820) and completes it.
+func setUpCell(t testing.TB, c *client.Client, password string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, step := range []struct {
+		name string
+		data map[string]any
+	}{
+		{"admin", map[string]any{"username": "admin", "password": password}},
+		{"cell", map[string]any{"name": "home", "domain": "home.example.org"}},
+		{"network", map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"}},
+	} {
+		if _, err := c.SetupStep(ctx, step.name, step.data); err != nil {
+			t.Fatalf("setup step %s: %v", step.name, err)
+		}
+	}
+	if _, err := c.CompleteSetup(ctx); err != nil {
+		t.Fatalf("complete setup: %v", err)
+	}
 }
 
 func (a *api) login() {

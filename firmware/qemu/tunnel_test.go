@@ -464,16 +464,8 @@ func (a *labAPI) waitHealth(v *nsVM, timeout time.Duration) time.Duration {
 
 func (a *labAPI) setupAndLogin() {
 	a.t.Helper()
-	ctx := context.Background()
-	_, err := a.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": tunAdminPassword})
-	a.ok("setup step admin", err)
-	_, err = a.SetupStep(ctx, "cell", map[string]any{"name": "home", "domain": "home.example.org"})
-	a.ok("setup step cell", err)
-	_, err = a.SetupStep(ctx, "network", map[string]any{"wg_port": 51820, "subnet_v4": "10.77.0.0/24"})
-	a.ok("setup step network", err)
-	_, err = a.CompleteSetup(ctx)
-	a.ok("complete setup", err)
-	a.ok("login", a.Login(ctx, "admin", tunAdminPassword))
+	setUpCell(a.t, a.Client, tunAdminPassword)
+	a.ok("login", a.Login(context.Background(), "admin", tunAdminPassword))
 }
 
 // dump logs the cell's status and recent logs, for a failure's message.

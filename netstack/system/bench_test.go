@@ -2,8 +2,6 @@ package system_test
 
 import (
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -17,44 +15,6 @@ import (
 	"github.com/pic-cell/cell/netstack/wireguard"
 )
 
-// sink accepts TCP connections inside ns on addr and discards what they send.
-func sink(b *testing.B, ns *nstest.NS, addr string) {
-	var l net.Listener
-	if err := ns.Run(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-}
-
-// throughput sends from ns to addr for d and returns bytes per second.
-func throughput(b *testing.B, ns *nstest.NS, addr string, d time.Duration) float64 {
-	c, err := ns.Dial(addr, 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, 128<<10)
-	var n int64
-	start := time.Now()
-	for time.Since(start) < d {
-		m, err := c.Write(buf)
-		n += int64(m)
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
-
 // BenchmarkThroughput compares TCP from a client to the internet server
 // through the cell (forwarding, firewall, NAT) with TCP over a plain pair of
 // wireguard-go devices between two namespaces, measured alternately in the
@@ -63,7 +23,7 @@ func BenchmarkThroughput(b *testing.B) {
 	top := nstest.NewTopology(b)
 	c := startCell(b, top.Cell, true)
 	nstest.NewClient(b, top.A, c.addPeer("a"), nil)
-	sink(b, top.WAN, nstest.ServerAddr+":5001")
+	top.WAN.Sink(b, nstest.ServerAddr+":5001")
 	if !top.A.WaitPing("10.77.0.1", 10*time.Second) {
 		b.Fatal("no tunnel")
 	}
@@ -78,7 +38,7 @@ func BenchmarkThroughput(b *testing.B) {
 	plainCfg := fmt.Sprintf("[Interface]\nPrivateKey = %s\nAddress = 10.77.0.2/24\n\n[Peer]\nPublicKey = %s\nPresharedKey = %s\nEndpoint = 198.19.0.2:%d\nAllowedIPs = 10.77.0.0/24\n",
 		server.peers[0].key, server.key.PublicKey(), server.peers[0].psk, wgPort)
 	nstest.NewClient(b, p1, plainCfg, nil)
-	sink(b, p2, "10.77.0.1:5001")
+	p2.Sink(b, "10.77.0.1:5001")
 	if !p1.WaitPing("10.77.0.1", 10*time.Second) {
 		b.Fatal("no plain tunnel")
 	}
@@ -88,8 +48,8 @@ func BenchmarkThroughput(b *testing.B) {
 	var viaCell, plain, ratios []float64
 	for b.Loop() {
 		for range 5 {
-			c := throughput(b, top.A, nstest.ServerAddr+":5001", time.Second)
-			p := throughput(b, p1, "10.77.0.1:5001", time.Second)
+			c := top.A.Throughput(b, nstest.ServerAddr+":5001", time.Second)
+			p := p1.Throughput(b, "10.77.0.1:5001", time.Second)
 			viaCell, plain, ratios = append(viaCell, c), append(plain, p), append(ratios, c/p)
 		}
 	}

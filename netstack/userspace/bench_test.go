@@ -1,8 +1,6 @@
 package userspace_test
 
 import (
-	"io"
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -14,44 +12,6 @@ import (
 	"github.com/pic-cell/cell/netstack/userspace"
 	"github.com/pic-cell/cell/netstack/wireguard"
 )
-
-// sink accepts TCP connections inside ns on addr and discards what they send.
-func sink(b *testing.B, ns *nstest.NS, addr string) {
-	var l net.Listener
-	if err := ns.Run(func() (err error) { l, err = net.Listen("tcp", addr); return err }); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(io.Discard, c); c.Close() }()
-		}
-	}()
-}
-
-// throughput sends from ns to addr for d and returns bytes per second.
-func throughput(b *testing.B, ns *nstest.NS, addr string, d time.Duration) float64 {
-	c, err := ns.Dial(addr, 5*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	buf := make([]byte, 128<<10)
-	var n int64
-	start := time.Now()
-	for time.Since(start) < d {
-		m, err := c.Write(buf)
-		n += int64(m)
-		if err != nil {
-			b.Fatal(err)
-		}
-	}
-	return float64(n) / time.Since(start).Seconds()
-}
 
 // tunCell assembles the tun mode's cell in ns from its parts (a kernel TUN
 // device, addresses and forwarding, the nftables table with masquerade), as
@@ -101,13 +61,13 @@ func BenchmarkThroughput(b *testing.B) {
 		Policy: userspace.Policy{Peers: map[netip.Addr]userspace.Access{usPeer.v4: {Internet: true}, usPeer.v6: {Internet: true}},
 			Tunnel: []netip.Prefix{tunnel4, tunnel6}}})
 	nstest.NewClient(b, us.A, usPeer.quick(usKey), nil)
-	sink(b, us.WAN, nstest.ServerAddr+":5001")
+	us.WAN.Sink(b, nstest.ServerAddr+":5001")
 
 	tun := nstest.NewTopology(b)
 	tunKey, tunPeer := key(b), newNSPeer(b, 2)
 	tunCell(b, tun.Cell, tunKey, tunPeer)
 	nstest.NewClient(b, tun.A, tunPeer.quick(tunKey), nil)
-	sink(b, tun.WAN, nstest.ServerAddr+":5001")
+	tun.WAN.Sink(b, nstest.ServerAddr+":5001")
 
 	if !us.A.WaitPing(cell4.String(), 10*time.Second) || !tun.A.WaitPing(cell4.String(), 10*time.Second) {
 		b.Fatal("no tunnel")
@@ -115,8 +75,8 @@ func BenchmarkThroughput(b *testing.B) {
 	var viaUS, viaTUN, ratios []float64
 	for b.Loop() {
 		for range 5 {
-			u := throughput(b, us.A, nstest.ServerAddr+":5001", time.Second)
-			k := throughput(b, tun.A, nstest.ServerAddr+":5001", time.Second)
+			u := us.A.Throughput(b, nstest.ServerAddr+":5001", time.Second)
+			k := tun.A.Throughput(b, nstest.ServerAddr+":5001", time.Second)
 			viaUS, viaTUN, ratios = append(viaUS, u), append(viaTUN, k), append(ratios, u/k)
 		}
 	}
