@@ -12,8 +12,8 @@
 // all. DB.View reads every bucket in one consistent snapshot and DB.Update writes
 // several stores together through their *Tx functions (ListTx, GetTx, AppendTx, ...).
 // A commit that changes what the kernel state is built from (the config, a peer, a
-// forward, a DNS record) is announced once it is durable to every DB.OnCommit
-// callback as a Change, so the reconcile loop never polls.
+// forward, a DNS record, a certificate of the CA) is announced once it is durable to
+// every DB.OnCommit callback as a Change, so the reconcile loop never polls.
 //
 // Migrations (migrations.go) only ever get appended; migration N moves the file from
 // schema version N-1 to N in one transaction that records the new version. Each has a
@@ -41,7 +41,8 @@
 //	  <unix nanos, BE>     -> JSON HealthRecord; the oldest are pruned past a bound
 //	vault                               (1)
 //	  <name>               -> age-encrypted secret bytes (wireguard/private-key,
-//	                          audit/checkpoint-key, peer/<name>/private-key, peer/<name>/preshared-key)
+//	                          audit/checkpoint-key, ca/private-key, peer/<name>/private-key,
+//	                          peer/<name>/preshared-key)
 //	peers                               (3)
 //	  <name>               -> JSON Peer (addresses, public key, route, policy; no secret)
 //	peer_addrs                          (3)
@@ -50,6 +51,11 @@
 //	  <proto>/<port, BE16> -> JSON Forward (WAN port to a peer's port)
 //	dns_records                         (4)
 //	  <id, uint64 BE>      -> JSON DNSRecord (a custom record of the cell's zone)
+//	certs                               (5)
+//	  <serial, hex>        -> JSON Cert (the CA's root and what it issued: names, validity,
+//	                          revocation, DER; never a private key)
+//	trust_keys                          (5)
+//	  <name>               -> JSON TrustKey (an ed25519 public key the cell trusts, its purpose)
 //
 // Session identifiers are stored only as their SHA-256, so a copy of the database does
 // not hand out live sessions. Errors wrap the package's sentinels (ErrNotFound,

@@ -24,6 +24,7 @@ var migrations = []migration{
 	{"nest the audit log's entries and checkpoints", migrateAuditNesting},
 	{"create the peers, peer address index and port forward buckets", migratePeers},
 	{"create the bucket of the DNS zone's custom records", migrateDNSRecords},
+	{"create the buckets of the CA's certificates and the trust keys", migrateCerts},
 }
 
 func migrateBaseBuckets(tx *bolt.Tx) error {

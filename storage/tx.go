@@ -32,6 +32,7 @@ const (
 	ChangePeer    ChangeKind = "peer"    // one peer, Key is its name
 	ChangeForward ChangeKind = "forward" // a port forward
 	ChangeRecord  ChangeKind = "record"  // a record of the cell's own zone (DNS)
+	ChangeCert    ChangeKind = "cert"    // a certificate of the vault's CA made or revoked, Key is its serial
 )
 
 // Change is one committed change, as the reconcile loop hears of it.
