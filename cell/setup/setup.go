@@ -5,6 +5,12 @@
 // good: the mark lives in the database, so a restart or a restored backup keeps
 // it. There is no default account at any time.
 //
+// First contact (code.go): the HTTP layer lets a change through only with the
+// cell's one-time setup code (CheckCode: constant-time, throttled per source
+// address, void once setup is complete) and answers the wizard only at the
+// cell's own address (CheckHost), so that neither the first device on the LAN
+// nor a page elsewhere using DNS rebinding can make itself admin.
+//
 // Completing setup stores the config, which tells the reconcile loop; the
 // wizard then waits for the loop to build the tunnel and the firewall, so that
 // the answer to "complete" means the cell is ready for peers.
@@ -65,6 +71,8 @@ type Wizard struct {
 	reg *config.Registry
 	// settle, when set, waits for the kernel state built from the new config.
 	settle func(context.Context) error
+	// gate holds the setup code's hash and the cell's own names (code.go).
+	gate codeGate
 }
 
 // New returns the wizard. settle (may be nil) is called after completion and
