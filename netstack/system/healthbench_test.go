@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,15 +63,45 @@ type build struct {
 	peers int
 }
 
+// cpuTicks is the CPU time, in clock ticks (USER_HZ, 100 on Linux), that
+// process pid has used and that the whole machine has used (every CPU's
+// time but idle and iowait), to tell a slow answer's cause: a daemon that
+// uses both cores, or a machine that is busy elsewhere.
+func cpuTicks(b *testing.B, pid int) (proc, machine int64) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command, whose name may hold spaces: state is the
+	// 3rd field, utime and stime the 14th and 15th.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	for _, i := range []int{11, 12} {
+		v, _ := strconv.ParseInt(f[i], 10, 64)
+		proc += v
+	}
+	raw, err = os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(raw), "\n") // "cpu  user nice system idle iowait irq softirq steal ..."
+	for i, v := range strings.Fields(line)[1:] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		if i != 3 && i != 4 && i < 8 {
+			machine += n
+		}
+	}
+	return proc, machine
+}
+
 // BenchmarkHealthDuringRebuild measures GET /health and GET /api/status
-// against the daemon in TUN mode with 10,000 peers, idle and, alternately,
-// while the reconcile loop runs full rebuilds back to back. Each rebuild is
+// against the daemon in TUN mode with 10,000 peers, idle and then while the
+// reconcile loop runs full rebuilds back to back. Each rebuild is
 // triggered by a PUT /api/config that moves network.wan_interface between two
 // uplinks, so the firewall's structure changes and its whole table is
 // replaced, the device is diffed against 10,000 peers and every peer's
 // preshared key comes out of the vault. The health checks read the parts'
 // last published result, so the target is p99(during)/p99(idle) <= 2,
-// and every answer within 100 ms. The requests are paced so that each busy
+// and every answer within 100 ms. The requests are paced so that the busy
 // segment spans whole rebuilds rather than a slice of one.
 //
 // A rebuild's time is from the PUT being sent until the daemon logged the
@@ -78,15 +109,22 @@ type build struct {
 // the change is committed, before the loop applies it.
 func BenchmarkHealthDuringRebuild(b *testing.B) {
 	nstest.RequireRoot(b)
-	// n requests of each endpoint, idle and during rebuilds, in rounds: idle
-	// and busy segments alternate, so that load elsewhere on the machine falls
-	// on both.
-	const peers, n, rounds = 10000, 300, 3
+	// n requests of each endpoint idle, then n during rebuilds, one every
+	// pace: 6 s each, several rebuilds' worth.
+	//
+	// Idle comes first, before any rebuild: a 10,000-peer rebuild leaves
+	// garbage that the daemon collects when its heap next reaches the GC goal,
+	// which idle requests may trigger, so an idle segment after a busy one
+	// would measure the rebuilds' aftermath.
+	const peers, n, pace = 10000, 300, 20 * time.Millisecond
 	bin := daemonBinary(b)
 	ns := nstest.NewNS(b, "healthbench")
 	// Two uplinks: a rebuild that only re-sent the same structure would let
 	// the firewall send nothing (NFT.Set diffs the elements), which is not
-	// the full rebuild being measured.
+	// the full rebuild being measured. The default route is up0's, so the
+	// seeded wan_interface "auto" finds an uplink at start: without one the
+	// loop retries with full rebuilds of its own, seconds apart, that would
+	// land in the idle measurement.
 	uplinks := []string{"up0", "up1"}
 	for i, name := range uplinks {
 		// A veth pair whose far end stays in the namespace: this kernel has
@@ -96,9 +134,10 @@ func BenchmarkHealthDuringRebuild(b *testing.B) {
 		ns.Exec(b, "ip", "link", "set", name+"p", "up")
 		ns.Exec(b, "ip", "link", "set", name, "up")
 	}
+	ns.Exec(b, "ip", "route", "add", "default", "dev", "up0")
 	data := b.TempDir()
 	seedCell(b, data, peers)
-	startDaemon(b, privateRun(ns, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "warn")...)
+	d := startDaemon(b, privateRun(ns, bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-log-level", "warn")...)
 	const base = "http://127.0.0.1:3000"
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) { return ns.Dial(addr, 5*time.Second) }
 	ctx := context.Background()
@@ -140,7 +179,7 @@ func BenchmarkHealthDuringRebuild(b *testing.B) {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return 0, err
 		}
-		wan := uplinks[next%2]
+		wan := uplinks[(next+1)%2] // up1 first: "auto" is up0 already
 		next++
 		start := time.Now()
 		if _, err := admin.PatchConfig(ctx, map[string]any{"network": map[string]any{"wan_interface": wan}}); err != nil {
@@ -160,18 +199,10 @@ func BenchmarkHealthDuringRebuild(b *testing.B) {
 		}
 		return 0, fmt.Errorf("no %q line within 2 minutes of setting wan_interface to %s", builtMsg, wan)
 	}
-	// One rebuild before measuring: it proves the trigger works and sets the
-	// pace, so that a round's busy segment spans about two rebuilds.
-	warm, err := rebuild()
-	if err != nil {
-		b.Fatal(err)
-	}
-	every := max(2*time.Millisecond, 2*warm/(n/rounds))
-
 	measure := func() (health, st []time.Duration) {
-		tick := time.NewTicker(every)
+		tick := time.NewTicker(pace)
 		defer tick.Stop()
-		for range n / rounds {
+		for range n {
 			<-tick.C
 			start := time.Now()
 			h, err := probe.Health(ctx)
@@ -191,52 +222,62 @@ func BenchmarkHealthDuringRebuild(b *testing.B) {
 		return health, st
 	}
 
+	// cores runs fn and returns how many cores the daemon and the machine kept
+	// busy meanwhile.
+	pid := d.cmd.Process.Pid // ip netns exec, unshare and sh exec the daemon in turn
+	var idleCores, busyCores [2]float64
+	cores := func(fn func()) (daemon, machine float64) {
+		p0, m0 := cpuTicks(b, pid)
+		start := time.Now()
+		fn()
+		p1, m1 := cpuTicks(b, pid)
+		secs := time.Since(start).Seconds()
+		return float64(p1-p0) / 100 / secs, float64(m1-m0) / 100 / secs
+	}
 	var idleH, idleS, busyH, busyS []time.Duration
-	var took []time.Duration // each rebuild that overlapped a busy segment
+	var took []time.Duration // each rebuild that overlapped the busy segment
 	for b.Loop() {
-		for range rounds {
-			h, s := measure()
-			idleH, idleS = append(idleH, h...), append(idleS, s...)
+		var h, s []time.Duration
+		idleCores[0], idleCores[1] = cores(func() { h, s = measure() })
+		idleH, idleS = append(idleH, h...), append(idleS, s...)
 
-			stop, done := make(chan struct{}), make(chan error, 1)
-			type result struct {
-				end time.Time
-				d   time.Duration
-			}
-			var results []result
-			go func() {
-				for {
-					select {
-					case <-stop:
-						done <- nil
-						return
-					default:
-					}
-					d, err := rebuild()
-					if err != nil {
-						done <- err
-						return
-					}
-					results = append(results, result{time.Now(), d})
+		stop, done := make(chan struct{}), make(chan error, 1)
+		type result struct {
+			end time.Time
+			d   time.Duration
+		}
+		var results []result
+		go func() {
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				default:
 				}
-			}()
-			from := time.Now()
-			h, s = measure()
-			to := time.Now()
-			close(stop)
-			// The rebuild under way finishes before the next idle segment.
-			if err := <-done; err != nil {
-				b.Fatal(err)
-			}
-			busyH, busyS = append(busyH, h...), append(busyS, s...)
-			for _, r := range results {
-				if r.end.After(from) && r.end.Add(-r.d).Before(to) {
-					took = append(took, r.d)
+				d, err := rebuild()
+				if err != nil {
+					done <- err
+					return
 				}
+				results = append(results, result{time.Now(), d})
+			}
+		}()
+		from := time.Now()
+		busyCores[0], busyCores[1] = cores(func() { h, s = measure() })
+		to := time.Now()
+		close(stop)
+		if err := <-done; err != nil { // the rebuild under way finishes first
+			b.Fatal(err)
+		}
+		busyH, busyS = append(busyH, h...), append(busyS, s...)
+		for _, r := range results {
+			if r.end.After(from) && r.end.Add(-r.d).Before(to) {
+				took = append(took, r.d)
 			}
 		}
 	}
-	if len(took) < rounds {
+	if len(took) < 2 {
 		b.Fatalf("only %d rebuilds overlapped the measurement: it did not measure health during rebuilds", len(took))
 	}
 	pct := func(l []time.Duration, p int) time.Duration {
@@ -256,5 +297,8 @@ func BenchmarkHealthDuringRebuild(b *testing.B) {
 	b.ReportMetric(us(pct(busyS, 99))/us(pct(idleS, 99)), "status-p99-rebuild/idle")
 	b.ReportMetric(float64(len(took))/float64(b.N), "rebuilds/op")
 	b.ReportMetric(float64(pct(took, 50).Milliseconds()), "rebuild-ms")
-	b.ReportMetric(float64(every.Milliseconds()), "pace-ms")
+	b.ReportMetric(idleCores[0], "idle-daemon-cores")
+	b.ReportMetric(busyCores[0], "rebuild-daemon-cores")
+	b.ReportMetric(busyCores[1], "rebuild-machine-cores")
+	b.ReportMetric(idleCores[1], "idle-machine-cores")
 }
