@@ -7,7 +7,8 @@
 // The capabilities, each in its own package with a doc that says what it
 // owns: accounts (users, sessions, hashing, login throttle), audit (the
 // tamper-evident log), setup (the first-run wizard), settings (the config
-// document), peers (peers, policy, forwards, WireGuard status) and health (the
+// document), peers (peers, policy, forwards, WireGuard status), dns (the zone's
+// records), vault (the CA, its certificates, the trust keys) and health (the
 // parts registry). The reconcile loop (cell/reconcile) is the only caller of
 // the kernel parts; plan, config, fault and names are leaves they all share.
 // Capabilities never import each other; layers_test.go at the module root
@@ -33,6 +34,7 @@ import (
 	"github.com/pic-cell/cell/cell/reconcile"
 	"github.com/pic-cell/cell/cell/settings"
 	"github.com/pic-cell/cell/cell/setup"
+	"github.com/pic-cell/cell/cell/vault"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
 )
@@ -67,6 +69,7 @@ type Cell struct {
 	Settings *settings.Settings
 	Peers    *peers.Peers
 	DNS      *dns.DNS
+	Vault    *vault.Vault // the CA and the trust keys, made before setup
 	Health   *health.Health
 	Network  *reconcile.Loop // nil when Options.Network has no Open
 
@@ -97,6 +100,10 @@ func New(o Options) (*Cell, error) {
 	hasher := accounts.NewHasher(o.HashMemoryKiB, o.Rand)
 	c.Accounts = accounts.New(o.DB, hasher, c.Audit, o.Now, o.Rand)
 	c.Settings = settings.New(o.DB, c.Config, o.Now)
+	// The CA exists from the first start: a new device fetches its root before setup.
+	if c.Vault, err = vault.Open(vault.Options{DB: o.DB, Audit: c.Audit, Log: o.Logs.Logger("vault"), Now: o.Now, Rand: o.Rand}); err != nil {
+		return nil, err
+	}
 	c.Health = health.New(o.DB, o.Now, Version, audit.KeyName)
 	c.Health.Register("audit", c.Audit.Check)
 

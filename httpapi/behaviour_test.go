@@ -2,7 +2,9 @@ package httpapi
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/csv"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -297,10 +299,25 @@ func TestSecretsCanary(t *testing.T) {
 	a.do("POST", "/api/auth/admin/reset-password", map[string]string{"username": "pat", "new_password": "canary-reset-pass-44cc"})
 	e.client().do("POST", "/api/auth/login", map[string]string{"username": "admin", "password": "canary-failed-login-55"})
 	e.client().do("POST", "/api/auth/login", map[string]string{"username": "canary-user-as-pass-66", "password": adminPassword})
-	for _, p := range []string{"/api/config", "/api/status", "/api/auth/users", "/api/audit?limit=10000", "/api/audit/export?format=csv", "/api/audit/export?format=json", "/api/logs?lines=5000", "/api/health/history", "/api/audit/verify"} {
+	// A certificate's private key is in the response that hands it over, and nowhere else.
+	var issued struct {
+		PrivateKey string `json:"private_key"`
+	}
+	a.must(201, "POST", "/api/vault/certs", map[string]any{"common_name": "canary.home.example.org"}).json(t, &issued)
+	e.bodies = e.bodies[:len(e.bodies)-1]
+	a.do("POST", "/api/vault/certs/"+strings.Repeat("0", 30)+"1/revoke", nil)
+	for _, p := range []string{"/api/config", "/api/status", "/api/auth/users", "/api/audit?limit=10000", "/api/audit/export?format=csv", "/api/audit/export?format=json", "/api/logs?lines=5000", "/api/health/history", "/api/audit/verify",
+		"/api/vault/certs", "/api/vault/ca", "/api/vault/crl", "/api/vault/trust-keys", "/api/vault/age"} {
 		a.do("GET", p, nil)
 	}
-	canaries := []string{adminPassword, "canary-vault-key-91be", "canary-new-pass-22aa", "canary-wrong-pass-77", "canary-new-pass-33bb", "canary-reset-pass-44cc", "canary-failed-login-55", "peer password 123"}
+	canaries := []string{adminPassword, "canary-vault-key-91be", "canary-new-pass-22aa", "canary-wrong-pass-77", "canary-new-pass-33bb", "canary-reset-pass-44cc", "canary-failed-login-55", "peer password 123", "PRIVATE KEY"}
+	canaries = append(canaries, pemBodyLines(t, issued.PrivateKey)...)
+	caKey, err := e.db.Vault.Get(storage.CAKeyName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CA key's secret scalar: bytes 36-68 of a P-256 PKCS#8 key (base64 from character 48).
+	canaries = append(canaries, base64.StdEncoding.EncodeToString(caKey)[48:88], hex.EncodeToString(caKey[36:68]))
 	var audit strings.Builder
 	e.db.Audit().Each(func(en storage.Entry) error { fmt.Fprintf(&audit, "%+v\n", en); return nil })
 	logged := e.logText()

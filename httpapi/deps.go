@@ -73,4 +73,6 @@ type Deps struct {
 	Routing RoutingService
 	// DNS is the dns area (dns.go); nil leaves it out.
 	DNS DNSService
+	// Vault is the vault area (vault.go); nil leaves it out.
+	Vault VaultService
 }

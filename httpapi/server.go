@@ -179,6 +179,9 @@ func (s *Server) areas() [][]Route {
 	if s.deps.DNS != nil {
 		out = append(out, s.dnsRoutes())
 	}
+	if s.deps.Vault != nil {
+		out = append(out, s.vaultRoutes())
+	}
 	for _, a := range s.extra {
 		out = append(out, a(s))
 	}

@@ -362,6 +362,93 @@ func (c *Client) ReloadDNS(ctx context.Context) error {
 	return c.call(ctx, post, "/api/dns/reload", nil, 200, nil)
 }
 
+// ---- vault
+
+// VaultCA is the CA's root certificate, which needs no login: format "pem" (or
+// "") or "der" (what a phone installs).
+func (c *Client) VaultCA(ctx context.Context, format string) ([]byte, error) {
+	return c.vaultFile(ctx, "/api/vault/ca", format)
+}
+
+// VaultCRL is the CA's revocation list, signed by the root; it needs no login.
+// format is "pem" (or "") or "der".
+func (c *Client) VaultCRL(ctx context.Context, format string) ([]byte, error) {
+	return c.vaultFile(ctx, "/api/vault/crl", format)
+}
+
+func (c *Client) vaultFile(ctx context.Context, path, format string) ([]byte, error) {
+	q := url.Values{}
+	if format != "" {
+		q.Set("format", format)
+	}
+	var b []byte
+	err := c.call(ctx, get, withQuery(path, q), nil, 200, &b)
+	return b, err
+}
+
+// VaultCerts lists every certificate the cell's CA made, the root first.
+func (c *Client) VaultCerts(ctx context.Context) ([]VaultCert, error) {
+	var out struct {
+		Certs []VaultCert `json:"certs"`
+	}
+	err := c.call(ctx, get, "/api/vault/certs", nil, 200, &out)
+	return out.Certs, err
+}
+
+// IssueVaultCert has the CA make a key pair and a certificate; the private key
+// is in this answer only (the cell keeps no copy).
+func (c *Client) IssueVaultCert(ctx context.Context, in NewVaultCert) (IssuedVaultCert, error) {
+	var out IssuedVaultCert
+	err := c.call(ctx, post, "/api/vault/certs", in, http.StatusCreated, &out)
+	return out, err
+}
+
+// RevokeVaultCert revokes a certificate by its serial (hex; openssl's colons
+// are fine); the CRL lists it from then on.
+func (c *Client) RevokeVaultCert(ctx context.Context, serial string) (VaultCert, error) {
+	var out VaultCert
+	err := c.call(ctx, post, "/api/vault/certs/"+url.PathEscape(serial)+"/revoke", nil, 200, &out)
+	return out, err
+}
+
+// TrustKeys lists the public keys the cell trusts.
+func (c *Client) TrustKeys(ctx context.Context) ([]TrustKey, error) {
+	var out struct {
+		TrustKeys []TrustKey `json:"trust_keys"`
+	}
+	err := c.call(ctx, get, "/api/vault/trust-keys", nil, 200, &out)
+	return out.TrustKeys, err
+}
+
+// TrustKey is one trusted key by its name.
+func (c *Client) TrustKey(ctx context.Context, name string) (TrustKey, error) {
+	var out TrustKey
+	err := c.call(ctx, get, "/api/vault/trust-keys/"+url.PathEscape(name), nil, 200, &out)
+	return out, err
+}
+
+// AddTrustKey trusts an ed25519 public key (base64 as cellctl keygen prints
+// it, a PEM PUBLIC KEY block, or an ssh-ed25519 line).
+func (c *Client) AddTrustKey(ctx context.Context, k NewTrustKey) (TrustKey, error) {
+	var out TrustKey
+	err := c.call(ctx, post, "/api/vault/trust-keys", k, http.StatusCreated, &out)
+	return out, err
+}
+
+// DeleteTrustKey stops trusting the named key.
+func (c *Client) DeleteTrustKey(ctx context.Context, name string) error {
+	return c.call(ctx, del, "/api/vault/trust-keys/"+url.PathEscape(name), nil, 200, nil)
+}
+
+// VaultAgePublicKey is the age recipient the cell's secrets are encrypted to.
+func (c *Client) VaultAgePublicKey(ctx context.Context) (string, error) {
+	var out struct {
+		PublicKey string `json:"public_key"`
+	}
+	err := c.call(ctx, get, "/api/vault/age", nil, 200, &out)
+	return out.PublicKey, err
+}
+
 // ---- audit
 
 // Audit queries the audit log: GET /api/audit.

@@ -372,6 +372,54 @@ type NewDNSRecord struct {
 	TTL   uint32 `json:"ttl,omitempty"`
 }
 
+// VaultCert is a certificate of the cell's CA (GET /api/vault/certs): never
+// its private key.
+type VaultCert struct {
+	Serial      string     `json:"serial"` // lowercase hex
+	Kind        string     `json:"kind"`   // root, issued (through the API) or front (the cell's TLS server)
+	CommonName  string     `json:"common_name"`
+	SANs        []string   `json:"sans"`
+	NotBefore   time.Time  `json:"not_before"`
+	NotAfter    time.Time  `json:"not_after"`
+	RevokedAt   *time.Time `json:"revoked_at"`
+	Status      string     `json:"status"` // valid, revoked or expired
+	Fingerprint string     `json:"sha256_fingerprint"`
+	Certificate string     `json:"certificate"` // PEM
+}
+
+// NewVaultCert is the body of POST /api/vault/certs: CommonName is a DNS name,
+// an IP address or a plain name; SANs are DNS names and addresses (at most 32);
+// Days is 1-825, 0 meaning 365.
+type NewVaultCert struct {
+	CommonName string   `json:"common_name"`
+	SANs       []string `json:"sans,omitempty"`
+	Days       int      `json:"days,omitempty"`
+}
+
+// IssuedVaultCert is the answer to POST /api/vault/certs: the certificate, its
+// private key (PKCS#8 PEM, shown only here) and the root that signed it (PEM).
+type IssuedVaultCert struct {
+	VaultCert
+	PrivateKey Secret `json:"private_key"`
+	CA         string `json:"ca"`
+}
+
+// TrustKey is a public key the cell trusts (GET /api/vault/trust-keys).
+type TrustKey struct {
+	Name        string    `json:"name"`
+	PublicKey   string    `json:"public_key"` // standard base64 of the ed25519 key
+	Purpose     string    `json:"purpose"`
+	Fingerprint string    `json:"sha256_fingerprint"` // as ssh-keygen -l prints it
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// NewTrustKey is the body of POST /api/vault/trust-keys; Purpose "" is "general".
+type NewTrustKey struct {
+	Name      string `json:"name"`
+	PublicKey string `json:"public_key"`
+	Purpose   string `json:"purpose,omitempty"`
+}
+
 // DNSStatus is GET /api/dns.
 type DNSStatus struct {
 	State     string   `json:"state"`
