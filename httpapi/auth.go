@@ -20,7 +20,7 @@ func (s *Server) authRoutes() []Route {
 }
 
 func (s *Server) setCookie(req *Request, value string, expires time.Time) {
-	secure := s.SecureCookies || req.TLS != nil
+	secure := s.SecureCookies || req.TLS != nil || viaFront(req.Request)
 	c := &http.Cookie{
 		Name: SessionCookie, Value: value, Path: "/", HttpOnly: true, Secure: secure,
 		SameSite: http.SameSiteStrictMode, Expires: expires,

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime/debug"
 	"sort"
@@ -212,7 +214,37 @@ func (s *Server) Handler() http.Handler {
 		}
 	}
 	s.router = r
-	return r
+	return securityHeaders(r)
+}
+
+// securityHeaders sets the headers every answer of the API carries (the front
+// adds HSTS to what it proxies, and sets the same ones on its own answers).
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
+
+type frontKey struct{}
+
+// FrontConnContext is the http.Server ConnContext of the API's unix socket,
+// which only the front (netstack/front, Caddy) can reach: requests that came
+// through it are marked, and only those have their client address taken from
+// X-Forwarded-For and count as TLS (the front takes plain HTTP only to
+// redirect it). On every other listener the header is ignored.
+func FrontConnContext(ctx context.Context, _ net.Conn) context.Context {
+	return context.WithValue(ctx, frontKey{}, true)
+}
+
+// viaFront reports whether r came through the front's socket.
+func viaFront(r *http.Request) bool {
+	v, _ := r.Context().Value(frontKey{}).(bool)
+	return v
 }
 
 // RouteInfo describes a registered route (for tests and docs).
@@ -245,6 +277,18 @@ func mutating(method string) bool {
 }
 
 func sourceIP(r *http.Request) string {
+	if viaFront(r) {
+		// The front sets the header to its client's address alone (it
+		// drops what the client sent); the last entry is the front's word.
+		xff := r.Header.Values("X-Forwarded-For")
+		if len(xff) > 0 {
+			parts := strings.Split(xff[len(xff)-1], ",")
+			if ip, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
+				return ip.Unmap().String()
+			}
+		}
+		return "front"
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr
