@@ -4,62 +4,72 @@
 // and services), their revocation and the CRL, the trust keys (ed25519 public
 // keys the cell trusts, such as the one that signs firmware updates), and the
 // vault's age public key. Every change is audited in the transaction that
-// stores it; no audit entry, log line or stored record ever holds a private
-// key.
+// stores it (vault.ca_create, vault.cert_issue, vault.cert_revoke,
+// vault.trust_key_add, vault.trust_key_delete) and every certificate made or
+// revoked is announced as a storage.ChangeCert, so the front can be rebuilt.
+// No audit entry, log line or stored record ever holds a private key.
+//
+// The API (httpapi/vault.go): GET /api/vault/ca (PEM, ?format=der) and GET
+// /api/vault/crl (PEM, ?format=der) are public, before setup too; GET and POST
+// /api/vault/certs, POST /api/vault/certs/:serial/revoke, GET and POST
+// /api/vault/trust-keys, GET and DELETE /api/vault/trust-keys/:name and GET
+// /api/vault/age are the admin's.
 //
 // The choices, where the API reference says nothing:
 //
 //   - The root is made by Open, at the cell's first start (before setup, so a
-//     new device can fetch it from the public GET /api/vault/ca at once):
-//     ECDSA P-256, valid from an hour before it was made until 10 years after, path length
+//     new device can fetch it from GET /api/vault/ca at once): ECDSA P-256,
+//     valid from an hour before it was made until 10 years after, path length
 //     0 (it signs leaves only), key usages certificate and CRL signing. Its
-//     name is "Personal Internet Cell CA <cell name>" when the cell was
-//     already set up (a cell upgraded to this version), else "Personal
-//     Internet Cell CA <8 hex digits>" (random): at first start there is no
-//     name yet, and the root never changes afterwards, as every device that
-//     trusts it would have to trust it again. Its private key is a vault
-//     secret (storage.CAKeyName, age-encrypted with the cell's identity), its
+//     name is "Personal Internet Cell CA <cell name>" when the cell was set up
+//     already (a cell upgraded to this version), else "Personal Internet Cell
+//     CA <8 random hex digits>": at first start there is no name yet, and the
+//     root never changes afterwards, since every device that trusts it would
+//     have to trust it again. Its private key is a vault secret
+//     (storage.CAKeyName, age-encrypted with the cell's identity), its
 //     certificate a storage.Cert of kind "root", both written in one
-//     transaction with the audit entry "vault.ca_create" (actor "cell"). A
-//     root whose key cannot be read makes Open fail, as a damaged audit key
-//     does: the cell never quietly makes a second root.
+//     transaction with the audit entry (actor "cell"). A root whose key cannot
+//     be read makes Open fail, as a damaged audit key does: the cell never
+//     quietly makes a second root.
 //   - Serials are 127 random bits, shown as lowercase hex without leading
-//     zeros; a serial in a path may also be upper case and may carry the
-//     colons openssl prints (3F:9A:...). Fingerprints are the SHA-256 of the
-//     DER, upper-case hex with colons, as openssl and phones show them.
-//   - Every certificate starts 5 minutes in the past (devices with a clock
-//     slightly behind accept it at once) and never outlives the root: its end
+//     zeros; a serial in a path may also be upper case and carry the colons
+//     openssl prints (3F:9A:...). Fingerprints are the SHA-256 of the DER,
+//     upper-case hex pairs joined by colons, as openssl and phones show them.
+//   - Every certificate starts 5 minutes in the past (a device whose clock is
+//     slightly behind accepts it at once) and never outlives the root: its end
 //     is cut to the root's.
 //   - A certificate made through the API (IssueCert, POST /api/vault/certs)
-//     has a new ECDSA P-256 key made by the cell, returned once as PKCS#8 PEM
+//     gets a new ECDSA P-256 key made by the cell, returned once as PKCS#8 PEM
 //     in that response and never stored, logged or audited; it serves both as
 //     a TLS server and a TLS client certificate. Its common name is required:
 //     a DNS name, an IP address, or a plain name of 1-64 letters, digits,
-//     spaces, '.', '_' and '-' (for a client such as "Alice Laptop"). When the
-//     common name is a DNS name or an address it is also a SAN (clients read
-//     only SANs). A SAN must be a DNS name (a leading "*." for a wildcard is
-//     allowed) or an IP address; at most 32, duplicates dropped, names
-//     lowercased. days is 1-825 (825 is what Apple devices accept for a
-//     certificate of a root a user installed), 0 meaning 365.
-//   - Issue (the front's) takes the front's public key and the names it
-//     serves, checked like the API's SANs, ttl 0 meaning 30 days and at most
-//     825 days; the certificate is a TLS server certificate (kind "front"),
-//     audited as "vault.cert_issue" with actor "front". The names are not
-//     limited to the cell's domain: the front decides what it serves.
+//     spaces, '.', '_' and '-' (a client such as "Alice Laptop"). A common
+//     name that is a DNS name or an address is also a SAN (clients read only
+//     SANs). A SAN must be a DNS name (a leading "*." makes a wildcard) or an
+//     IP address; at most 32 in all, duplicates dropped, names lower-cased.
+//     days is 1-825 (825 is what Apple devices accept for a certificate under
+//     a root a user installed), 0 or left out meaning 365.
+//   - Issue (the front's Signer) takes the front's own public key (ECDSA
+//     P-256/384/521, RSA of 2048 bits or more, ed25519) and the names it
+//     serves, checked like the API's SANs; ttl 0 means 30 days, at most 825
+//     days. The certificate is a TLS server certificate (kind "front"),
+//     audited with actor "front". The names are not limited to the cell's
+//     domain: the front decides what it serves.
 //   - Revoking an unknown serial is 404 (cert_not_found); revoking one that is
 //     revoked already, or the root, is 409 (already_revoked, root_not_revocable).
-//   - The CRL (GET /api/vault/crl, public like the root, so any device can
-//     check) lists every revoked certificate, is signed by the root, valid 7
-//     days, and is remade after each revocation or when a day old; its number
-//     is the Unix time it was made (always above the last one this process
+//     A revoked certificate stays listed, with its revoked_at.
+//   - The CRL lists every revoked certificate, is signed by the root, valid 7
+//     days, and is remade after each revocation or once a day old; its number
+//     is the Unix time it was made (and above the last one this process
 //     made), so a newer CRL always has a larger number.
 //   - A trust key is an ed25519 public key in any of the forms a user has at
 //     hand: standard base64 of the 32 bytes (what cellctl keygen prints and
 //     writes to STEM.pub), a PEM "PUBLIC KEY" block (openssl pkey -pubout), or
-//     an OpenSSH "ssh-ed25519 AAAA... comment" line. It is stored as base64;
-//     its name is a DNS label (1-63 of a-z, 0-9, '-'); its purpose a word of
-//     1-32 of a-z, 0-9 and '-' ("general" when left out). The same key cannot
-//     be trusted twice under two names (409 key_already_trusted); at most 100.
+//     an OpenSSH "ssh-ed25519 AAAA... comment" line. It is stored as base64
+//     and shown with the fingerprint ssh-keygen -l prints. Its name is a DNS
+//     label (1-63 of a-z, 0-9, '-'); its purpose a word of 1-32 of a-z, 0-9
+//     and '-' ("general" when left out). The same key cannot be trusted twice
+//     under two names (409 key_already_trusted); at most 100 keys.
 package vault
 
 import (

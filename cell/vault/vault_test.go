@@ -3,6 +3,7 @@ package vault
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -540,3 +541,9 @@ func TestTrustKeys(t *testing.T) {
 		t.Errorf("age key %q", got)
 	}
 }
+
+// The front (netstack/front) signs its certificates through this method; its
+// Signer interface is spelled the same way there.
+var _ interface {
+	Issue(pub crypto.PublicKey, dnsNames []string, ips []net.IP, ttl time.Duration) (certDER []byte, chain [][]byte, err error)
+} = (*Vault)(nil)
