@@ -43,12 +43,17 @@ func benchCell(b *testing.B, hashKiB uint32) *httptest.Server {
 	if err != nil {
 		b.Fatal(err)
 	}
+	const code = "BENC-HSET-UPCO-DE22"
+	if err := c.Setup.SetCode(code); err != nil {
+		b.Fatal(err)
+	}
 	srv := httptest.NewServer(httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book}).Handler())
 	b.Cleanup(func() {
 		srv.Close()
 		db.Close()
 	})
 	cl := benchClient(srv.URL, 1)
+	cl.setupCode = code
 	for _, step := range []string{
 		`{"step":"admin","data":{"username":"admin","password":"` + benchPassword + `"}}`,
 		`{"step":"cell","data":{"name":"home","domain":"home.example.org"}}`,
@@ -61,8 +66,9 @@ func benchCell(b *testing.B, hashKiB uint32) *httptest.Server {
 }
 
 type benchHTTP struct {
-	base string
-	c    *http.Client
+	base      string
+	c         *http.Client
+	setupCode string // sent as X-Setup-Code when set
 }
 
 // benchClient has its own connection pool of up to conns keep-alive connections.
@@ -84,6 +90,9 @@ func (h *benchHTTP) do(method, path, body string) (int, []byte, error) {
 	}
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if h.setupCode != "" {
+		req.Header.Set(httpapi.SetupCodeHeader, h.setupCode)
 	}
 	resp, err := h.c.Do(req)
 	if err != nil {

@@ -25,6 +25,10 @@ type Wizard interface {
 	CurrentStep() (setup.Step, error)
 	SubmitStep(name string, data json.RawMessage, audit storage.Entry) error
 	CompleteSetup(ctx context.Context, audit storage.Entry) (admin string, err error)
+	// CheckHost refuses a Host (host[:port]) that is not one of the cell's own.
+	CheckHost(hostport string) error
+	// CheckCode refuses a change without the setup code (see cell/setup's code.go).
+	CheckCode(code, source string) error
 }
 
 // Accounts is accounts and sessions (cell/accounts).

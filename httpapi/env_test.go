@@ -19,6 +19,10 @@ import (
 
 const adminPassword = "canary-admin-pass-4c1e9"
 
+// setupCode is the test cell's setup code, which the daemon would read from its
+// file; every client of the env sends it on the wizard's changes unless told not to.
+const setupCode = "CANA-RYSE-TUPC-ODE7-7Q2W-3E4R-5T6Y"
+
 // env is a real cell (database in a temp dir) behind the real API on a loopback
 // test server.
 type env struct {
@@ -56,6 +60,9 @@ func openEnv(t *testing.T, dir string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Setup.SetCode(setupCode); err != nil {
+		t.Fatal(err)
+	}
 	api := New(depsOf(c)).With(SystemRoutes(nil))
 	srv := httptest.NewServer(api.Handler())
 	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}
@@ -76,16 +83,18 @@ func (e *env) close() {
 	e.book.Close()
 }
 
-// client is one browser: a cookie jar and the CSRF token it fetched.
+// client is one browser: a cookie jar, the CSRF token it fetched, and the setup
+// code it sends on the wizard's changes ("" sends none).
 type client struct {
-	e    *env
-	http *http.Client
-	csrf string
+	e         *env
+	http      *http.Client
+	csrf      string
+	setupCode string
 }
 
 func (e *env) client() *client {
 	jar, _ := cookiejar.New(nil)
-	return &client{e: e, http: &http.Client{Jar: jar, Timeout: 30 * time.Second}}
+	return &client{e: e, http: &http.Client{Jar: jar, Timeout: 30 * time.Second}, setupCode: setupCode}
 }
 
 type resp struct {
@@ -131,8 +140,13 @@ func (c *client) do(method, path string, body any, hdr ...string) resp {
 	if c.csrf != "" {
 		req.Header.Set("X-CSRF-Token", c.csrf)
 	}
+	if c.setupCode != "" && strings.HasPrefix(path, "/api/setup/") && method == "POST" {
+		req.Header.Set(SetupCodeHeader, c.setupCode)
+	}
 	for i := 0; i+1 < len(hdr); i += 2 {
-		if hdr[i+1] == "" {
+		if hdr[i] == "Host" {
+			req.Host = hdr[i+1]
+		} else if hdr[i+1] == "" {
 			req.Header.Del(hdr[i])
 		} else {
 			req.Header.Set(hdr[i], hdr[i+1])

@@ -61,6 +61,9 @@ func newSystemEnv(t *testing.T, fw Firmware) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Setup.SetCode(setupCode); err != nil {
+		t.Fatal(err)
+	}
 	api := New(Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book}).With(SystemRoutes(fw))
 	srv := httptest.NewServer(api.Handler())
 	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}

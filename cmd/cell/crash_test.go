@@ -146,9 +146,15 @@ func newClient(t *testing.T, base string) *client.Client {
 
 const adminPassword = "correct horse battery"
 
-// setUp completes the wizard the way the README does.
-func setUp(t *testing.T, c *client.Client) {
+// setUp completes the wizard the way the README does, with the setup code the
+// daemon made in dataDir.
+func setUp(t *testing.T, c *client.Client, dataDir string) {
 	t.Helper()
+	code, err := os.ReadFile(filepath.Join(dataDir, "setup-code"))
+	if err != nil {
+		t.Fatalf("the daemon's setup code: %v", err)
+	}
+	c.UseSetupCode(strings.TrimSpace(string(code)))
 	steps := []struct {
 		step string
 		data map[string]any
@@ -183,7 +189,7 @@ func startSetUp(t *testing.T) (bin, dir string, d *daemon, c *client.Client) {
 	dir = t.TempDir()
 	d = startDaemon(t, bin, dir)
 	c = newClient(t, d.url)
-	setUp(t, c)
+	setUp(t, c, dir)
 	logIn(t, c)
 	return bin, dir, d, c
 }

@@ -39,6 +39,8 @@ type flags struct {
 	logLevel string
 	wgMode   string // tun|netstack (network.go)
 	wan      string
+	// setupCodeFile holds the wizard's one-time setup code ("": DATA/setup-code; setupcode.go).
+	setupCodeFile string
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -49,6 +51,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "the starting log level of every component: debug, info, warn, error")
 	fs.StringVar(&f.wgMode, "wg-mode", "netstack", "WireGuard: tun (a TUN device, nftables and routes; needs root) or netstack (userspace, leaves the host alone)")
 	fs.StringVar(&f.wan, "wan", "", "the WAN interface peers reach the internet through (default: the config's wan_interface, else the default route's)")
+	fs.StringVar(&f.setupCodeFile, "setup-code-file", "", "the file with the setup code the wizard asks for until setup is complete (default: DATA/setup-code, made with a new code if absent)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -107,6 +110,10 @@ func run(args []string) error {
 	}
 	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw})
 	if err != nil {
+		return err
+	}
+	// First contact: the wizard's changes need the setup code (setupcode.go).
+	if err := setupGate(c.Setup, f.setupCodeFile, f.data, slog); err != nil {
 		return err
 	}
 	// The loops run until c.Close, which the deferred calls reach after the

@@ -165,7 +165,8 @@ func (c *Client) SetupCurrentStep(ctx context.Context) (SetupStepInfo, error) {
 }
 
 // SetupStep submits one wizard step (admin, cell or network) with its data, such
-// as map[string]any{"username": "admin", "password": pw}.
+// as map[string]any{"username": "admin", "password": pw}. It needs the setup
+// code (UseSetupCode).
 func (c *Client) SetupStep(ctx context.Context, step string, data any) (SetupStatus, error) {
 	body := struct {
 		Step string `json:"step"`
@@ -177,6 +178,7 @@ func (c *Client) SetupStep(ctx context.Context, step string, data any) (SetupSta
 }
 
 // CompleteSetup finishes the wizard: the admin account and the config are made.
+// It needs the setup code (UseSetupCode); afterwards the code opens nothing.
 func (c *Client) CompleteSetup(ctx context.Context) (SetupStatus, error) {
 	var s SetupStatus
 	err := c.call(ctx, post, "/api/setup/complete", nil, 200, &s)

@@ -20,6 +20,10 @@ const SessionCookie = "pic_session"
 // CSRFHeader carries the session's CSRF token on every change.
 const CSRFHeader = "X-CSRF-Token"
 
+// SetupCodeHeader carries the cell's one-time setup code on every change of the
+// setup wizard (POST /api/setup/step and /api/setup/complete).
+const SetupCodeHeader = "X-Setup-Code"
+
 // DefaultTimeout bounds every call but PushUpdate unless WithTimeout says otherwise.
 const DefaultTimeout = 30 * time.Second
 
@@ -34,8 +38,9 @@ type Client struct {
 	hc      *http.Client
 	timeout time.Duration
 
-	mu   sync.RWMutex
-	csrf string
+	mu        sync.RWMutex
+	csrf      string
+	setupCode string
 }
 
 // Option configures a Client.
@@ -90,6 +95,26 @@ func (c *Client) String() string { return "client.Client(" + c.base + ")" }
 
 // GoString is String, so that %#v does not print the CSRF token either.
 func (c *Client) GoString() string { return c.String() }
+
+// UseSetupCode makes the Client send code as X-Setup-Code on the setup wizard's
+// changes (SetupStep, CompleteSetup, and Do to /api/setup/), which the cell
+// refuses without it until setup is complete. The code is the one `cellctl image
+// build` printed (setup-code.txt on the card's boot partition), or DATA/setup-code
+// of a cell run from source. "" sends none.
+func (c *Client) UseSetupCode(code string) {
+	c.mu.Lock()
+	c.setupCode = code
+	c.mu.Unlock()
+}
+
+func (c *Client) setupCodeFor(method, path string) string {
+	if !mutating(method) || !strings.HasPrefix(path, "/api/setup/") {
+		return ""
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.setupCode
+}
 
 func (c *Client) token() string {
 	c.mu.RLock()
@@ -194,6 +219,9 @@ func (c *Client) send(ctx context.Context, method, path string, in any, want int
 		if t := c.token(); t != "" {
 			req.Header.Set(CSRFHeader, t)
 		}
+	}
+	if code := c.setupCodeFor(method, path); code != "" {
+		req.Header.Set(SetupCodeHeader, code)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

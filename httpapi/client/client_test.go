@@ -24,12 +24,16 @@ import (
 
 const adminPassword = "client-admin-pass-91b3e"
 
-// cellServer is a real cell behind the real API, with the CSRF header of every
-// change it received.
+// setupCode is the test cell's setup code (the daemon reads it from a file).
+const setupCode = "CLNT-SETU-PCOD-E234-5672-ABCD-EFGH"
+
+// cellServer is a real cell behind the real API, with the CSRF and setup code
+// headers of every change it received.
 type cellServer struct {
 	*httptest.Server
-	mu    sync.Mutex
-	csrfs map[string]string // "METHOD path" → X-CSRF-Token
+	mu         sync.Mutex
+	csrfs      map[string]string // "METHOD path" → X-CSRF-Token
+	setupCodes map[string]string // "METHOD path" → X-Setup-Code
 }
 
 func newCell(t *testing.T) *cellServer {
@@ -47,13 +51,17 @@ func newCell(t *testing.T) *cellServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := c.Setup.SetCode(setupCode); err != nil {
+		t.Fatal(err)
+	}
 	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers}).With(httpapi.SystemRoutes(nil))
 	h := api.Handler()
-	s := &cellServer{csrfs: map[string]string{}}
+	s := &cellServer{csrfs: map[string]string{}, setupCodes: map[string]string{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet {
 			s.mu.Lock()
 			s.csrfs[r.Method+" "+r.URL.Path] = r.Header.Get("X-CSRF-Token")
+			s.setupCodes[r.Method+" "+r.URL.Path] = r.Header.Get("X-Setup-Code")
 			s.mu.Unlock()
 		}
 		h.ServeHTTP(w, r)
@@ -78,9 +86,10 @@ func ctxOf(t *testing.T) context.Context {
 	return ctx
 }
 
-// setUp runs the wizard through the client.
+// setUp runs the wizard through the client, with the setup code.
 func setUp(t *testing.T, ctx context.Context, c *client.Client) {
 	t.Helper()
+	c.UseSetupCode(setupCode)
 	st, err := c.SetupStatus(ctx)
 	if err != nil || st.Complete || st.Step != "admin" {
 		t.Fatalf("setup status before: %+v, %v", st, err)
@@ -356,5 +365,50 @@ func TestDoEscapeHatch(t *testing.T) {
 	}
 	if err := c.Do(ctx, "PATCH", "/api/config", map[string]any{}, nil); !client.IsCode(err, "method_not_allowed") {
 		t.Errorf("PATCH /api/config: %v", err)
+	}
+}
+
+// TestSetupCode: the wizard's changes are refused without the setup code (a
+// *Error that says where the code is); UseSetupCode sends it on them and on no
+// other request, and the code never shows in the Client's %v.
+func TestSetupCode(t *testing.T) {
+	s := newCell(t)
+	ctx := ctxOf(t)
+	c := client.New(s.URL)
+	admin := map[string]any{"username": "admin", "password": adminPassword}
+	_, err := c.SetupStep(ctx, "admin", admin)
+	if !client.IsCode(err, "setup_code_required") || !client.IsStatus(err, 403) || !strings.Contains(err.Error(), "setup-code.txt") {
+		t.Fatalf("step without the code: %v, want 403 setup_code_required naming setup-code.txt", err)
+	}
+	c.UseSetupCode("WRONG-CODE")
+	if _, err := c.CompleteSetup(ctx); !client.IsCode(err, "wrong_setup_code") || strings.Contains(err.Error(), "WRONG-CODE") {
+		t.Fatalf("complete with a wrong code: %v, want 403 wrong_setup_code", err)
+	}
+	if err := c.Do(ctx, "POST", "/api/setup/step", map[string]any{"step": "admin", "data": admin}, nil); !client.IsCode(err, "wrong_setup_code") {
+		t.Fatalf("Do to /api/setup/step with a wrong code: %v", err)
+	}
+	setUp(t, ctx, c)
+	if err := c.Login(ctx, "admin", adminPassword); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PatchConfig(ctx, map[string]any{"cell": map[string]any{"name": "attic"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	for route, code := range s.setupCodes {
+		want := ""
+		if strings.HasPrefix(route, "POST /api/setup/") {
+			want = setupCode
+		}
+		if code != want {
+			t.Errorf("%s carried X-Setup-Code %q, want %q", route, code, want)
+		}
+	}
+	s.mu.Unlock()
+	if _, err := c.SetupStep(ctx, "admin", admin); !client.IsCode(err, "setup_complete") || !client.IsStatus(err, 409) {
+		t.Fatalf("step after setup with the code: %v, want 409 setup_complete", err)
+	}
+	if got := fmt.Sprintf("%v %+v %#v", c, c, c); strings.Contains(got, setupCode) {
+		t.Errorf("the client prints its setup code: %s", got)
 	}
 }

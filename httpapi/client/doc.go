@@ -21,6 +21,9 @@
 // DELETE carries it in X-CSRF-Token; Logout forgets it. A Client is safe for
 // concurrent use.
 //
+// Before the cell is set up, its wizard's changes need the cell's one-time setup
+// code instead: UseSetupCode makes the Client send it as X-Setup-Code on them.
+//
 // # Errors
 //
 // An answer outside 2xx is returned as a *Error holding the HTTP status and the
@@ -32,7 +35,8 @@
 // # Secrets
 //
 // The client logs nothing. Passwords go only into request bodies, the CSRF token
-// only into its header, and neither appears in an error or in the Client's %v.
+// and the setup code only into their headers, and none appears in an error or in
+// the Client's %v.
 // Secrets the API hands out (a new peer's one-time password, service passwords)
 // are of type Secret, which prints as [redacted]; convert with string(s) to use one.
 //

@@ -159,8 +159,9 @@ func (a *api) ok(what string, err error) {
 
 const adminPW = "a long admin password"
 
-// setUp completes the wizard and logs in as admin.
-func (a *api) setUp(domain string, port int) {
+// setUp completes the wizard, with the setup code the daemon made in its data
+// directory, and logs in as admin.
+func (a *api) setUp(data, domain string, port int) {
 	a.t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(20 * time.Second)
@@ -174,7 +175,10 @@ func (a *api) setUp(domain string, port int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_, err := a.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": adminPW})
+	code, err := os.ReadFile(filepath.Join(data, "setup-code"))
+	a.ok("the daemon's setup code (DATA/setup-code)", err)
+	a.UseSetupCode(strings.TrimSpace(string(code)))
+	_, err = a.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": adminPW})
 	a.ok("setup step admin", err)
 	_, err = a.SetupStep(ctx, "cell", map[string]any{"name": "home", "domain": domain})
 	a.ok("setup step cell", err)
@@ -215,7 +219,7 @@ func TestDaemonTunMode(t *testing.T) {
 		return top.Cell.Dial(addr, 5*time.Second)
 	}
 	a := newAPI(t, "http://127.0.0.1:3000", dial)
-	a.setUp("cell.test", 51820)
+	a.setUp(data, "cell.test", 51820)
 	a.waitRunning()
 
 	ctx := context.Background()
@@ -416,7 +420,7 @@ func TestDaemonNetstackMode(t *testing.T) {
 	startDaemon(t, args...)
 	var d net.Dialer
 	a := newAPI(t, fmt.Sprintf("http://127.0.0.1:%d", apiPort), d.DialContext)
-	a.setUp("127.0.0.1", wgPortN)
+	a.setUp(filepath.Join(data, "var"), "127.0.0.1", wgPortN)
 	a.waitRunning()
 	ctx := context.Background()
 	_, err := a.CreatePeer(ctx, client.NewPeer{Name: "laptop"})

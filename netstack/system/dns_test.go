@@ -111,7 +111,7 @@ func testDaemonDNS(t *testing.T, mode string) {
 	a := newAPI(t, "http://127.0.0.1:3000", func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return top.Cell.Dial(addr, 5*time.Second)
 	})
-	a.setUp("cell.test", 51820)
+	a.setUp(data, "cell.test", 51820)
 	a.waitRunning()
 	ctx := context.Background()
 	_, err := a.PatchConfig(ctx, map[string]any{"dns": map[string]any{"upstreams": []string{nstest.ServerAddr}, "rate_per_second": 20, "burst": 40}})
