@@ -3,7 +3,9 @@
 // /etc/cell/release.json supervised by gokrazy. Between the two it runs the
 // trial switch of firmware/update: a freshly written root is booted once, by
 // switching into it from the old root's init, and made permanent only when the
-// cell reports healthy.
+// cell reports healthy. Before the programs start it copies the setup code from
+// the boot partition, which nothing mounts, to /run/cell for the cell daemon
+// (setupcode.go).
 package main
 
 import (
@@ -42,6 +44,7 @@ func run() error {
 	logger.Info("booting", "version", rel.Version, "target", rel.Target)
 
 	trial, onTrial := trialAtBoot(rel, logger)
+	setupCodeAtBoot(logger)
 
 	var services []*gokrazy.Service
 	for _, s := range rel.Services {
@@ -85,6 +88,24 @@ func trialAtBoot(rel *release.Release, logger *slog.Logger) (*update.Trial, bool
 		logger.Error("trial switch", "err", err)
 	}
 	return t, onTrial
+}
+
+// setupCodeAtBoot hands the cell daemon the setup code from the boot partition
+// (copySetupCode). Its errors are logged, never fatal: the daemon then makes a
+// code of its own and writes it to the console.
+func setupCodeAtBoot(logger *slog.Logger) {
+	bootPath, err := update.BlockSlots{}.BootPath()
+	if err != nil {
+		logger.Error("boot partition not found; no setup code from it", "err", err)
+		return
+	}
+	ok, err := copySetupCode(bootPath, release.SetupCodePath)
+	switch {
+	case err != nil:
+		logger.Error("setup code from the boot partition", "err", err)
+	case ok:
+		logger.Info("setup code copied from the boot partition", "file", release.SetupCodePath)
+	}
 }
 
 // switchRoot mounts the root in slot and makes it the root of this process, then

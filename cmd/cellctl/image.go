@@ -8,6 +8,7 @@ import (
 	"os/signal"
 
 	"github.com/pic-cell/cell/firmware/image"
+	"github.com/pic-cell/cell/firmware/release"
 )
 
 func init() {
@@ -35,7 +36,13 @@ func (c *CLI) image(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(c.Stderr, nil)).With("component", "image")
-	if err := image.Build(ctx, cfg, image.Options{Log: log}, *out); err != nil {
+	// Each image gets its own setup code: the first device on the LAN must not
+	// be able to make itself the cell's admin, so the wizard asks for it.
+	code, err := image.NewSetupCode()
+	if err != nil {
+		return err
+	}
+	if err := image.Build(ctx, cfg, image.Options{Log: log, SetupCode: code}, *out); err != nil {
 		return err
 	}
 	fi, err := os.Stat(*out)
@@ -43,6 +50,8 @@ func (c *CLI) image(args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "wrote %s: %s image, version %s, %d MiB\n", *out, cfg.Target, cfg.Version, fi.Size()>>20)
+	fmt.Fprintf(c.Stdout, "setup code: %s\n", code)
+	fmt.Fprintf(c.Stdout, "  (also on the card's boot partition as %s; the setup wizard asks for it, in the X-Setup-Code header, until setup is complete)\n", release.SetupCodeFile)
 	return nil
 }
 

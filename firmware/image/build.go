@@ -2,6 +2,8 @@ package image
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -46,6 +48,32 @@ type Options struct {
 	// ExtraFiles are copied into the root: path in the root → file on the host
 	// (like gokrazy's ExtraFilePaths).
 	ExtraFiles map[string]string
+	// SetupCode, when set, is written to the boot partition as
+	// release.SetupCodeFile, from where the device's cell reads it (Build only;
+	// an update never touches the boot partition's files). Make it with
+	// NewSetupCode. An image without one has its cell make a code of its own,
+	// which it writes only to its log on the console.
+	SetupCode string
+}
+
+// NewSetupCode returns a fresh setup code for an image: 140 random bits as 28
+// base32 letters and digits in groups of four (ABCD-EFGH-...), the format of
+// cell/setup's NewCode (which firmware may not import). The cell compares codes
+// ignoring case, dashes and white space.
+func NewSetupCode() (string, error) {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	s := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)[:28]
+	var out strings.Builder
+	for i := 0; i < len(s); i += 4 {
+		if i > 0 {
+			out.WriteByte('-')
+		}
+		out.WriteString(s[i : i+4])
+	}
+	return out.String(), nil
 }
 
 func (o *Options) defaults() {

@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/pic-cell/cell/firmware/release"
 )
 
 // CellPackage is the cell's daemon. Named here as a string: firmware imports
@@ -140,6 +142,9 @@ func (c *Config) Validate() error {
 			if err := checkWGMode(p); err != nil {
 				return err
 			}
+			if err := checkSetupCodeFile(p); err != nil {
+				return err
+			}
 		}
 	}
 	if c.UpdatePublicKey != "" {
@@ -169,38 +174,60 @@ func checkWGMode(p Package) error {
 	}
 }
 
-// wgMode is the -wg-mode the daemon would run with, and where it comes from:
-// its args as Go's flag package reads them (every cell flag takes a value; the
-// last one wins; parsing stops at the first non-flag or "--"), else
-// CELL_WG_MODE in its env, else the daemon's default, netstack.
+// wgMode is the -wg-mode the daemon would run with, and where it comes from
+// (see flagOf), else the daemon's default, netstack.
 func wgMode(p Package) (mode, from string) {
-	mode, from = "", ""
+	if mode, from, ok := flagOf(p, "wg-mode"); ok {
+		return mode, from
+	}
+	return "netstack", "no -wg-mode in its args, so the default -wg-mode netstack"
+}
+
+// flagOf is the value the daemon would read for flag name, and where it comes
+// from: its args as Go's flag package reads them (every cell flag takes a
+// value; the last one wins; parsing stops at the first non-flag or "--"), else
+// CELL_<NAME> in its env (upper case, '-' as '_'); ok is false when neither sets it.
+func flagOf(p Package, name string) (val, from string, ok bool) {
 	for i := 0; i < len(p.Args); i++ {
 		a := p.Args[i]
 		if a == "--" || len(a) < 2 || a[0] != '-' {
 			break
 		}
-		name, val, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		n, v, hasVal := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
 		if !hasVal && i+1 < len(p.Args) {
 			i++
-			val, hasVal = p.Args[i], true
+			v, hasVal = p.Args[i], true
 		}
-		if name == "wg-mode" && hasVal {
-			mode, from = val, "-wg-mode "+val
+		if n == name && hasVal {
+			val, from, ok = v, "-"+name+" "+v, true
 		}
 	}
-	if from != "" {
-		return mode, from
+	if ok {
+		return val, from, true
 	}
+	env := "CELL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")) + "="
 	for _, e := range p.Env {
-		if v, ok := strings.CutPrefix(e, "CELL_WG_MODE="); ok {
-			mode, from = v, "CELL_WG_MODE="+v+" in its env"
+		if v, found := strings.CutPrefix(e, env); found {
+			val, from, ok = v, env+v+" in its env", true
 		}
 	}
-	if from != "" {
-		return mode, from
+	return val, from, ok
+}
+
+// checkSetupCodeFile refuses a cell package that would not read the setup code
+// the image carries: its daemon would make a code of its own, and the one
+// `cellctl image build` printed would open nothing.
+func checkSetupCodeFile(p Package) error {
+	file, from, ok := flagOf(p, "setup-code-file")
+	if ok && file == release.SetupCodePath {
+		return nil
 	}
-	return "netstack", "no -wg-mode in its args, so the default -wg-mode netstack"
+	where := "no -setup-code-file in its args"
+	if ok {
+		where = from
+	}
+	return fmt.Errorf("config: the cell package would not read the setup code the image carries (%s); "+
+		"add \"-setup-code-file\", %q to its args", where, release.SetupCodePath)
 }
 
 // PublicKey decodes UpdatePublicKey.

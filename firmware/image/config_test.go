@@ -3,6 +3,8 @@ package image
 import (
 	"strings"
 	"testing"
+
+	"github.com/pic-cell/cell/firmware/release"
 )
 
 // TestConfigCellWGMode: an image whose cell would run WireGuard in userspace
@@ -38,7 +40,9 @@ func TestConfigCellWGMode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := testConfig("amd64")
-			c.Packages = append(c.Packages, Package{Path: CellPackage, Args: tt.args, Env: tt.env})
+			// Every case reads the image's setup code (checked below).
+			args := append([]string{"-setup-code-file", release.SetupCodePath}, tt.args...)
+			c.Packages = append(c.Packages, Package{Path: CellPackage, Args: args, Env: tt.env})
 			err := c.Validate()
 			if tt.want == "" {
 				if err != nil {
@@ -56,5 +60,44 @@ func TestConfigCellWGMode(t *testing.T) {
 	c.Packages[0].Args = []string{"-wg-mode", "netstack"}
 	if err := c.Validate(); err != nil {
 		t.Errorf("a package other than the cell was checked for -wg-mode: %v", err)
+	}
+}
+
+// TestConfigCellSetupCodeFile: an image whose cell would not read the setup
+// code the image carries (the code cellctl prints) is refused, naming the flag
+// to add.
+func TestConfigCellSetupCodeFile(t *testing.T) {
+	tun := []string{"-wg-mode", "tun"}
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want string // "" = accepted; else a part of the error
+	}{
+		{"flag", append([]string{"-setup-code-file", release.SetupCodePath}, tun...), nil, ""},
+		{"flag with =", append([]string{"--setup-code-file=" + release.SetupCodePath}, tun...), nil, ""},
+		{"from env", tun, []string{"CELL_SETUP_CODE_FILE=" + release.SetupCodePath}, ""},
+		{"last flag wins", append([]string{"-setup-code-file", "/perm/x", "-setup-code-file", release.SetupCodePath}, tun...), nil, ""},
+		{"none", tun, nil, `(no -setup-code-file in its args); add "-setup-code-file", "/run/cell/setup-code" to its args`},
+		{"another file", append([]string{"-setup-code-file", "/perm/cell/setup-code"}, tun...), nil, "(-setup-code-file /perm/cell/setup-code)"},
+		{"another file from env", tun, []string{"CELL_SETUP_CODE_FILE=/tmp/code"}, "(CELL_SETUP_CODE_FILE=/tmp/code in its env)"},
+		{"args win over env", append([]string{"-setup-code-file", "/tmp/code"}, tun...), []string{"CELL_SETUP_CODE_FILE=" + release.SetupCodePath}, "(-setup-code-file /tmp/code)"},
+		{"after a non-flag", append(append([]string{}, tun...), "extra", "-setup-code-file", release.SetupCodePath), nil, "no -setup-code-file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testConfig("amd64")
+			c.Packages = append(c.Packages, Package{Path: CellPackage, Args: tt.args, Env: tt.env})
+			err := c.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "setup code") {
+				t.Fatalf("Validate: %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/part"
 	"github.com/google/uuid"
+
+	"github.com/pic-cell/cell/firmware/release"
 )
 
 // Partition numbers, as gokrazy numbers them (its rootdev package and its
@@ -100,6 +102,9 @@ func Build(ctx context.Context, cfg *Config, o Options, output string) error {
 	bootFiles, err := BootFiles(cfg, o, target)
 	if err != nil {
 		return err
+	}
+	if o.SetupCode != "" {
+		bootFiles[release.SetupCodeFile] = BootFile{Data: []byte(o.SetupCode + "\n")}
 	}
 	o.Log.Info("writing disk image", "file", output)
 	// go-diskfs refuses to create over an existing file; an image is rebuilt

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -75,7 +76,11 @@ func TestImageLayoutAmd64(t *testing.T) {
 	needHost(t, "amd64")
 	cfg := testConfig("amd64")
 	img := filepath.Join(t.TempDir(), "cell.img")
-	if err := Build(context.Background(), cfg, Options{Dir: moduleRoot(t)}, img); err != nil {
+	code, err := NewSetupCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Build(context.Background(), cfg, Options{Dir: moduleRoot(t), SetupCode: code}, img); err != nil {
 		t.Fatal(err)
 	}
 	l := LayoutFor(cfg)
@@ -143,6 +148,20 @@ func TestImageLayoutAmd64(t *testing.T) {
 	}
 	if perm, err := (update.FATBoot{Open: update.OpenFile(bootPart)}).Permanent(); err != nil || perm != PartRootA {
 		t.Errorf("permanent root = %d, %v; want %d", perm, err, PartRootA)
+	}
+	// The setup code, where the operator reads it off the card and where the
+	// device's init finds it: the FAT reader the init uses, and mtools as any
+	// other computer would.
+	if got, err := fs.ReadFile(release.SetupCodeFile); err != nil || string(got) != code+"\n" {
+		t.Errorf("%s on the boot partition: %q, %v; want %q", release.SetupCodeFile, got, err, code+"\n")
+	}
+	if mtype, err := exec.LookPath("mtype"); err == nil {
+		out, err := exec.Command(mtype, "-i", bootPart, "::"+release.SetupCodeFile).CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != code {
+			t.Errorf("mtype %s: %q, %v; want %q", release.SetupCodeFile, out, err, code)
+		}
+	} else {
+		t.Log("mtype not installed (mtools): setup code read with bootfs only")
 	}
 	if fsck, err := exec.LookPath("fsck.vfat"); err == nil {
 		if out, err := exec.Command(fsck, "-n", bootPart).CombinedOutput(); err != nil {
@@ -226,6 +245,9 @@ func TestImageLayoutRpi(t *testing.T) {
 	if _, err := fs.Lookup("EFI/BOOT/BOOTX64.EFI"); err == nil {
 		t.Error("Pi image carries the amd64 boot loader")
 	}
+	if _, err := fs.Lookup(release.SetupCodeFile); err == nil {
+		t.Errorf("an image built without a setup code has %s", release.SetupCodeFile)
+	}
 	ct, _ := fs.ReadFile("config.txt")
 	for _, want := range []string{"arm_64bit=1", "kernel=vmlinuz"} {
 		if !bytes.Contains(ct, []byte(want)) {
@@ -252,6 +274,17 @@ func TestImageLayoutRpi(t *testing.T) {
 		if len(b) < 20 || b[18] != 0xB7 {
 			t.Error("init is not an arm64 program")
 		}
+	}
+}
+
+func TestNewSetupCode(t *testing.T) {
+	a, err := NewSetupCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewSetupCode()
+	if ok, _ := regexp.MatchString(`^[A-Z2-7]{4}(-[A-Z2-7]{4}){6}$`, a); !ok || a == b {
+		t.Fatalf("codes %q and %q: want two different codes of seven groups of four base32 characters", a, b)
 	}
 }
 

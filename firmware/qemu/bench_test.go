@@ -8,17 +8,20 @@ import (
 	"time"
 
 	"github.com/pic-cell/cell/firmware/image"
+	"github.com/pic-cell/cell/firmware/release"
 	"github.com/pic-cell/cell/firmware/update"
 )
 
 const cellDaemon = "github.com/pic-cell/cell/cmd/cell"
 
 // cellConfig is the repository's image definition: the real daemon on port 80,
-// WireGuard in the kernel (the image refuses userspace mode).
+// WireGuard in the kernel (the image refuses userspace mode), the setup code
+// from the boot partition.
 func (f *fixture) cellConfig(version string) *image.Config {
 	return &image.Config{
 		Hostname: "celltest", Target: "amd64", Version: version,
-		Packages:        []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "0.0.0.0:80", "-wg-mode", "tun"}}},
+		Packages: []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "0.0.0.0:80", "-wg-mode", "tun",
+			"-setup-code-file", release.SetupCodePath}}},
 		UpdatePublicKey: f.pub,
 		Settings:        image.Settings{RootMiB: 160, PermMiB: 300},
 	}

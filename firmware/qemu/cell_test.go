@@ -33,17 +33,24 @@ func (a *api) ok(what string, err error) {
 	}
 }
 
-func (a *api) setupAndLogin() {
+func (a *api) setupAndLogin(code string) {
 	a.t.Helper()
-	setUpCell(a.t, a.Client, adminPassword)
+	setUpCell(a.t, a.Client, adminPassword, code)
 	a.login()
 }
 
 // setUpCell walks c through the wizard (admin, cell home.example.org, network
-// 10.77.0.0/24 on 51820) and completes it.
-func setUpCell(t testing.TB, c *client.Client, password string) {
+// 10.77.0.0/24 on 51820) with the image's setup code and completes it. First it
+// checks that the cell refuses a step without the code: the image's daemon
+// reads the code from the boot partition, not one of its own.
+func setUpCell(t testing.TB, c *client.Client, password, code string) {
 	t.Helper()
 	ctx := context.Background()
+	c.UseSetupCode("")
+	if _, err := c.SetupStep(ctx, "admin", map[string]any{"username": "admin", "password": password}); !client.IsCode(err, "setup_code_required") {
+		t.Fatalf("a setup step without the setup code: %v, want 403 setup_code_required", err)
+	}
+	c.UseSetupCode(code)
 	for _, step := range []struct {
 		name string
 		data map[string]any
@@ -102,7 +109,7 @@ func TestCellDaemonUpdateThroughAPI(t *testing.T) {
 	v := bootVM(t, img, false)
 	v.waitHealth(3 * time.Minute)
 	a := newAPI(t, v)
-	a.setupAndLogin()
+	a.setupAndLogin(f.code)
 
 	push := func(bundle string) (string, error) {
 		cmd := exec.Command(cellctl, "update", "push", "-device", v.url(""), "-bundle", bundle, "-wait", "6m")

@@ -83,7 +83,7 @@ func TestPhoneThroughTunnel(t *testing.T) {
 	boot := a.waitHealth(vm, 4*time.Minute)
 	t.Logf("/health answered %s after QEMU started (%s)", boot.Round(100*time.Millisecond), qemu.KVMReason())
 
-	a.setupAndLogin()
+	a.setupAndLogin(f.code)
 	t.Cleanup(func() {
 		if t.Failed() {
 			a.dump()
@@ -462,9 +462,9 @@ func (a *labAPI) waitHealth(v *nsVM, timeout time.Duration) time.Duration {
 	return time.Since(v.started)
 }
 
-func (a *labAPI) setupAndLogin() {
+func (a *labAPI) setupAndLogin(code string) {
 	a.t.Helper()
-	setUpCell(a.t, a.Client, tunAdminPassword)
+	setUpCell(a.t, a.Client, tunAdminPassword, code)
 	a.ok("login", a.Login(context.Background(), "admin", tunAdminPassword))
 }
 

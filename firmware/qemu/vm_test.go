@@ -179,12 +179,15 @@ func (v *testVM) waitUpdate(timeout time.Duration, what string, cond func(update
 	return st
 }
 
-// fixture builds images and bundles that share one signing key.
+// fixture builds images and bundles that share one signing key, and images
+// that carry one setup code on their boot partition (as `cellctl image build`
+// writes it).
 type fixture struct {
-	t   testing.TB
-	dir string
-	key []byte
-	pub string
+	t    testing.TB
+	dir  string
+	key  []byte
+	pub  string
+	code string
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -192,7 +195,11 @@ func newFixture(t testing.TB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, dir: t.TempDir(), key: priv, pub: pub}
+	code, err := image.NewSetupCode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, dir: t.TempDir(), key: priv, pub: pub, code: code}
 }
 
 func (f *fixture) config(version string, trial time.Duration, args ...string) *image.Config {
@@ -208,7 +215,7 @@ func (f *fixture) config(version string, trial time.Duration, args ...string) *i
 func (f *fixture) image(cfg *image.Config) string {
 	f.t.Helper()
 	p := filepath.Join(f.dir, "cell-"+cfg.Version+".img")
-	if err := image.Build(context.Background(), cfg, image.Options{Dir: moduleRoot(f.t)}, p); err != nil {
+	if err := image.Build(context.Background(), cfg, image.Options{Dir: moduleRoot(f.t), SetupCode: f.code}, p); err != nil {
 		f.t.Fatal(err)
 	}
 	return p

@@ -17,6 +17,16 @@ import (
 // Path is where a root file system carries its Release.
 const Path = "/etc/cell/release.json"
 
+// The setup code's way from the build host to the daemon: `cellctl image build`
+// writes it to the boot partition as SetupCodeFile (where the operator can read
+// it off the card); the boot partition is not mounted on the device, so the
+// init copies the file at every boot to SetupCodePath (on the tmpfs /run, mode
+// 0600), which the image's cell daemon reads (-setup-code-file).
+const (
+	SetupCodeFile = "setup-code.txt"
+	SetupCodePath = "/run/cell/setup-code"
+)
+
 // Release is the content of Path.
 type Release struct {
 	Version   string    `json:"version"`

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/pic-cell/cell/firmware/bootfs"
+	"github.com/pic-cell/cell/firmware/image"
+)
+
+// TestImageBuildSetupCode: `cellctl image build` prints a new setup code for
+// each image and writes that code to the image's boot partition as
+// setup-code.txt.
+func TestImageBuildSetupCode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a disk image")
+	}
+	if err := image.CheckHost("amd64"); err != nil {
+		t.Skipf("cannot build an image here: %v", err)
+	}
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "config.json")
+	cfg := `{"hostname":"cell","target":"amd64","version":"1.0.0",
+	  "packages":[{"path":"github.com/pic-cell/cell/firmware/qemu/testdata/healthd"}],
+	  "settings":{"root_mib":64,"perm_mib":32}}`
+	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	codeRe := regexp.MustCompile(`(?m)^setup code: ([A-Z2-7]{4}(?:-[A-Z2-7]{4}){6})$`)
+	var codes []string
+	for i := range 2 {
+		img := filepath.Join(dir, fmt.Sprintf("cell%d.img", i))
+		var out bytes.Buffer
+		c := &CLI{Stdout: &out, Stderr: io.Discard}
+		if err := c.Run([]string{"image", "build", "-config", cfgPath, "-o", img}); err != nil {
+			t.Fatal(err)
+		}
+		m := codeRe.FindStringSubmatch(out.String())
+		if m == nil || !strings.Contains(out.String(), "boot partition as setup-code.txt") {
+			t.Fatalf("image build printed no setup code:\n%s", out.String())
+		}
+		codes = append(codes, m[1])
+		loaded, err := image.LoadConfig(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := image.LayoutFor(loaded)
+		f, err := os.Open(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs, err := bootfs.Open(io.NewSectionReader(f, l.Start[image.PartBoot], l.Size[image.PartBoot]))
+		if err != nil {
+			f.Close()
+			t.Fatal(err)
+		}
+		got, err := fs.ReadFile("setup-code.txt")
+		f.Close()
+		if err != nil || strings.TrimSpace(string(got)) != m[1] {
+			t.Fatalf("setup-code.txt on the boot partition: %q, %v; printed %q", got, err, m[1])
+		}
+	}
+	if codes[0] == codes[1] {
+		t.Errorf("two images got the same setup code %s", codes[0])
+	}
+}
