@@ -155,3 +155,39 @@ func TestDNSRecordsCreateDeleteAndWithin(t *testing.T) {
 		t.Errorf("commits heard = %+v, want %+v (none for the rolled-back create)", heard, want)
 	}
 }
+
+// GetTx opens a secret once and serves it again while its sealed bytes are the
+// same; a secret written anew under the same name is opened anew.
+func TestVaultGetTxCachesBySealedBytes(t *testing.T) {
+	db := openTest(t)
+	if err := db.Vault.Put("k", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		var got []byte
+		if err := db.View(func(tx *Tx) (err error) { got, err = db.Vault.GetTx(tx, "k"); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return string(got)
+	}
+	if got := read(); got != "one" {
+		t.Fatalf("first read = %q", got)
+	}
+	first := db.Vault.opened["k"].sealed
+	if got := read(); got != "one" || db.Vault.opened["k"].sealed != first {
+		t.Fatalf("second read = %q", got)
+	}
+	if err := db.Vault.Put("k", []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != "two" {
+		t.Fatalf("after a rewrite = %q, want the new secret", got)
+	}
+	// A caller changing what it got does not change the cache.
+	var b []byte
+	db.View(func(tx *Tx) (err error) { b, err = db.Vault.GetTx(tx, "k"); return err })
+	b[0] = 'X'
+	if got := read(); got != "two" {
+		t.Fatalf("the cache was changed through a returned slice: %q", got)
+	}
+}
