@@ -9,6 +9,8 @@
 //	1 boot   FAT32  kernel (gokrazy/kernel.amd64 or kernel.rpi), command line;
 //	                amd64: systemd-boot as EFI/BOOT/BOOTX64.EFI + loader/entries/gokrazy.conf;
 //	                rpi:   the Pi firmware (gokrazy/firmware), device trees, config.txt
+//	                setup-code.txt: the cell's one-time setup code (Options.SetupCode),
+//	                copied by the init to /run/cell at boot (package release)
 //	2 root A squashfs  /gokrazy/init (cmd/cell-init), gokrazy's dhcp and ntp,
 //	                /user/<package> for each configured package, /etc/cell/release.json,
 //	                CA certificates, kernel modules, /var -> /perm/var (as gokrazy's)
