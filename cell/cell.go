@@ -119,6 +119,9 @@ func New(o Options) (*Cell, error) {
 		if o.Network.DNS != nil {
 			c.Health.Register("dns", c.Network.CheckDNS)
 		}
+		if o.Network.Front != nil {
+			c.Health.Register("caddy", c.Network.CheckFront)
+		}
 	}
 	c.DNS = dns.New(o.DB, net, c.Audit, o.Now)
 	c.Setup = setup.New(o.DB, hasher, c.Audit, c.Config, o.Now, settle)

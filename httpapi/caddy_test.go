@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,75 @@ import (
 	"testing"
 	"time"
 )
+
+func init() {
+	routeCases["GET /api/caddy/cert-status"] = routeCase{path: "/api/caddy/cert-status"}
+	routeCases["POST /api/caddy/cert-renew"] = routeCase{path: "/api/caddy/cert-renew"}
+}
+
+// fakeCaddy is a front with one certificate that Renew replaces.
+type fakeCaddy struct {
+	renewed int
+	fail    error
+}
+
+func (f *fakeCaddy) Certificates() []CertStatus {
+	na := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC).AddDate(0, 0, f.renewed)
+	return []CertStatus{{Name: "home.example.org", Issuer: "Personal Internet Cell CA home", NotAfter: &na, DaysLeft: 30},
+		{Name: "10.77.0.1", LastError: "the vault refused to sign"}}
+}
+
+func (f *fakeCaddy) Renew(context.Context) error {
+	if f.fail != nil {
+		return f.fail
+	}
+	f.renewed++
+	return nil
+}
+
+// TestCaddyArea: the certificates' status and renewing them, admin only and
+// audited; without a front the area says so.
+func TestCaddyArea(t *testing.T) {
+	e := newEnv(t)
+	e.setup()
+	admin := e.login("admin", adminPassword)
+	var st CaddyStatus
+	admin.must(200, "GET", "/api/caddy/cert-status", nil).json(t, &st)
+	if st.Configured || len(st.Certificates) != 0 {
+		t.Errorf("without a front: %+v", st)
+	}
+	if r := admin.do("POST", "/api/caddy/cert-renew", nil); r.status != 409 || r.code() != "no_front" {
+		t.Errorf("renew without a front: %d %s", r.status, r.body)
+	}
+
+	fake := &fakeCaddy{}
+	e.api.deps.Caddy = fake
+	admin.must(200, "GET", "/api/caddy/cert-status", nil).json(t, &st)
+	if !st.Configured || len(st.Certificates) != 2 || st.Certificates[0].DaysLeft != 30 || st.Certificates[1].LastError == "" {
+		t.Errorf("status: %+v", st)
+	}
+	admin.must(200, "POST", "/api/caddy/cert-renew", nil).json(t, &st)
+	if fake.renewed != 1 || st.Certificates[0].NotAfter.Day() != 3 {
+		t.Errorf("renew: %d, %+v", fake.renewed, st)
+	}
+	fake.fail = errors.New("the vault is sealed")
+	if r := admin.do("POST", "/api/caddy/cert-renew", nil); r.status != 503 || !strings.Contains(string(r.body), "the vault is sealed") {
+		t.Errorf("a failed renew: %d %s", r.status, r.body)
+	}
+	if r := e.client().do("GET", "/api/caddy/cert-status", nil); r.status != 401 {
+		t.Errorf("cert-status without a session: %d", r.status)
+	}
+	var page struct {
+		Entries []struct {
+			Action, Result string
+			Details        map[string]string
+		} `json:"entries"`
+	}
+	admin.must(200, "GET", "/api/audit?action=caddy.cert_renew", nil).json(t, &page)
+	if len(page.Entries) != 3 || page.Entries[1].Result != "ok" || page.Entries[1].Details["names"] != "home.example.org 10.77.0.1" {
+		t.Errorf("audit of the renewals: %+v", page.Entries)
+	}
+}
 
 // frontSocket serves e's API on a unix socket as the daemon does for the
 // front (FrontConnContext), and returns a client of it.

@@ -77,6 +77,8 @@ type Deps struct {
 	Routing RoutingService
 	// DNS is the dns area (dns.go); nil leaves it out.
 	DNS DNSService
+	// Caddy is the front (caddy.go); nil: the area says the cell runs none.
+	Caddy Caddy
 	// Vault is the vault area (vault.go); nil leaves it out.
 	Vault VaultService
 }

@@ -184,6 +184,7 @@ func (s *Server) areas() [][]Route {
 	if s.deps.Vault != nil {
 		out = append(out, s.vaultRoutes())
 	}
+	out = append(out, s.caddyRoutes())
 	for _, a := range s.extra {
 		out = append(out, a(s))
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/pic-cell/cell/cell/config"
@@ -52,6 +53,13 @@ type Host struct {
 	// config names none.
 	DNS       bool
 	Upstreams []string
+	// Front: the cell runs its front (Caddy, in front of the API, with a
+	// certificate for each of the cell's names and addresses). FrontNames are
+	// names the host adds ("localhost" on a development host), HostAddrs the
+	// addresses the front answers on besides the tunnel's (the uplink's).
+	Front      bool
+	FrontNames []string
+	HostAddrs  []netip.Addr
 }
 
 // DNSSection is the "dns" section of the config document.
@@ -86,11 +94,22 @@ type Desired struct {
 	Firewall  *firewall.Ruleset // nil without a firewall part
 	Userspace *userspace.Policy // nil unless the device is gVisor's
 	DNS       *dns.Config       // nil without a DNS server
+	Front     *Front            // nil without a front; built before setup too
+}
+
+// Front is what the front serves TLS for: the names and addresses its
+// certificates are made for.
+type Front struct {
+	Names     []string     // the cell's domain (once set up), then the host's names
+	Addresses []netip.Addr // the host's, then the tunnel's (once set up)
 }
 
 // Build computes Desired from s. It is pure: same snapshot, same answer.
 func Build(s Snapshot) Desired {
 	var d Desired
+	if s.Host.Front {
+		d.Front = buildFront(s)
+	}
 	if !s.SetUp {
 		return d
 	}
@@ -144,6 +163,31 @@ func Build(s Snapshot) Desired {
 		d.DNS = buildDNS(s, peers)
 	}
 	return d
+}
+
+// buildFront lists the cell's names and addresses, without repeats: the
+// domain and the tunnel addresses once set up, the host's always (the setup
+// wizard is reached through the front).
+func buildFront(s Snapshot) *Front {
+	f := &Front{}
+	if s.SetUp && s.Domain != "" {
+		f.Names = append(f.Names, s.Domain)
+	}
+	for _, n := range s.Host.FrontNames {
+		if !slices.Contains(f.Names, n) {
+			f.Names = append(f.Names, n)
+		}
+	}
+	addrs := append([]netip.Addr(nil), s.Host.HostAddrs...)
+	if s.SetUp {
+		addrs = append(addrs, s.Subnets.Cell4, s.Subnets.Cell6)
+	}
+	for _, a := range addrs {
+		if a.IsValid() && !slices.Contains(f.Addresses, a) {
+			f.Addresses = append(f.Addresses, a)
+		}
+	}
+	return f
 }
 
 // addUserspacePeer puts p's access into pol: a disabled peer gets none.
@@ -248,6 +292,8 @@ type Live struct {
 	WireGuard     storage.PartStatus
 	FirewallState storage.PartStatus
 	DNS           storage.PartStatus
+	// Front is the front's last result (the caddy part).
+	Front storage.PartStatus
 }
 
 // ParseKey reads a base64 WireGuard key.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -50,8 +51,9 @@ func TestBuildGolden(t *testing.T) {
 	}{
 		{"tun", Host{Interface: "wg0", WAN: "eth0", LAN: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")},
 			LocalTCP: []uint16{53, 3000}, LocalUDP: []uint16{53}, Links: true, Firewall: true,
-			DNS: true, Upstreams: []string{"198.18.0.53"}}},
-		{"netstack", Host{Interface: "wg0", Userspace: true, DNS: true, LAN: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")}}},
+			DNS: true, Upstreams: []string{"198.18.0.53"}, Front: true, HostAddrs: []netip.Addr{netip.MustParseAddr("192.168.1.20")}}},
+		{"netstack", Host{Interface: "wg0", Userspace: true, DNS: true, LAN: []netip.Prefix{netip.MustParsePrefix("192.168.1.0/24")},
+			Front: true, FrontNames: []string{"localhost", "home.example.org"}, HostAddrs: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.77.0.1")}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := json.MarshalIndent(readable(Build(snapshot(c.host))), "", "  ")
@@ -83,6 +85,21 @@ func TestBuildBeforeSetupIsEmpty(t *testing.T) {
 	if d := Build(s); d.Links != nil || d.Firewall != nil || len(d.WireGuard.Peers) != 0 || len(d.Addresses) != 0 {
 		t.Errorf("Build before setup = %+v, want nothing", d)
 	}
+	if d := Build(s); d.Front != nil {
+		t.Errorf("a front without Host.Front: %+v", d.Front)
+	}
+}
+
+// The front is built before setup (the wizard is reached through it), for the
+// host's names and addresses alone.
+func TestBuildFrontBeforeSetup(t *testing.T) {
+	s := snapshot(Host{Front: true, FrontNames: []string{"localhost"}, HostAddrs: []netip.Addr{netip.MustParseAddr("192.168.1.20")}})
+	s.SetUp = false
+	d := Build(s)
+	if d.Front == nil || !slices.Equal(d.Front.Names, []string{"localhost"}) ||
+		!slices.Equal(d.Front.Addresses, []netip.Addr{netip.MustParseAddr("192.168.1.20")}) {
+		t.Errorf("the front before setup: %+v", d.Front)
+	}
 }
 
 // readable is d with its keys in base64, as wg shows them, so the golden files
@@ -101,5 +118,5 @@ func readable(d Desired) any {
 		wg.Peers = append(wg.Peers, peer{p.PublicKey.String(), p.PresharedKey.String(), p.AllowedIPs})
 	}
 	return map[string]any{"Addresses": d.Addresses, "WireGuard": wg, "Links": d.Links, "Firewall": d.Firewall,
-		"Userspace": d.Userspace, "DNS": d.DNS}
+		"Userspace": d.Userspace, "DNS": d.DNS, "Front": d.Front}
 }

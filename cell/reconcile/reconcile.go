@@ -75,6 +75,21 @@ type Network struct {
 	// last call returned): the DNS server's sockets, and in netstack mode the
 	// API inside the device's stack. Optional.
 	Listen func(dev wireguard.Device, addrs []netip.Addr) (io.Closer, error)
+	// Front is the cell's front (Caddy, netstack/front, behind this
+	// interface so that no Caddy type reaches cell/); optional. The loop
+	// gives it the cell's names and addresses from every full rebuild, and
+	// before setup the host's alone (the wizard is reached through it).
+	Front Front
+	// FrontNames are names the host adds to the front's ("localhost" on a
+	// development host); HostAddrs returns the addresses the front answers
+	// on besides the tunnel's (the uplink wan's); both optional.
+	FrontNames []string
+	HostAddrs  func(wan string) []netip.Addr
+}
+
+// Front is the front as the loop drives it: Set is idempotent.
+type Front interface {
+	Set(plan.Front) error
 }
 
 // Loop is the reconcile loop.
@@ -123,7 +138,8 @@ func New(db *storage.DB, n Network, log *slog.Logger, rand io.Reader) *Loop {
 	l.live.Store(&plan.Live{Mode: n.Mode, Interface: n.Interface, Firewall: n.Firewall != nil,
 		WireGuard:     storage.PartStatus{State: storage.StateNotConfigured, Reason: "waiting for setup"},
 		FirewallState: storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"},
-		DNS:           storage.PartStatus{State: storage.StateNotConfigured, Reason: "waiting for setup"}})
+		DNS:           storage.PartStatus{State: storage.StateNotConfigured, Reason: "waiting for setup"},
+		Front:         storage.PartStatus{State: storage.StateNotConfigured, Reason: "not built yet"}})
 	db.OnCommit(l.note)
 	l.noteFull()
 	return l
@@ -329,16 +345,29 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 		s.Forwards, err = l.db.Forwards().ListTx(tx)
 		return err
 	})
-	if err != nil || !s.SetUp {
+	if err != nil {
 		return s, err
 	}
+	if !s.SetUp {
+		if l.n.Front != nil { // the front serves the wizard
+			s.Host = plan.Host{Front: true, FrontNames: l.n.FrontNames, WAN: l.wan("")}
+			if l.n.HostAddrs != nil {
+				s.Host.HostAddrs = l.n.HostAddrs(s.Host.WAN)
+			}
+		}
+		return s, nil
+	}
 	s.Host = plan.Host{Interface: l.n.Interface, LocalTCP: l.n.LocalTCP, LocalUDP: l.n.LocalUDP,
-		Links: l.n.Links != nil, Firewall: l.n.Firewall != nil, DNS: l.n.DNS != nil}
+		Links: l.n.Links != nil, Firewall: l.n.Firewall != nil, DNS: l.n.DNS != nil,
+		Front: l.n.Front != nil, FrontNames: l.n.FrontNames}
 	if l.n.DNS != nil && l.n.Upstreams != nil {
 		s.Host.Upstreams = l.n.Upstreams()
 	}
 	s.Host.Userspace = l.n.Mode == "netstack"
 	s.Host.WAN = l.wan(netSec.WANInterface)
+	if l.n.Front != nil && l.n.HostAddrs != nil {
+		s.Host.HostAddrs = l.n.HostAddrs(s.Host.WAN)
+	}
 	s.Host.LAN = l.n.LAN
 	if len(l.n.LAN) == 0 && l.n.LANOf != nil && s.Host.WAN != "" {
 		if s.Host.LAN, err = l.n.LANOf(s.Host.WAN); err != nil {
@@ -386,6 +415,10 @@ func (l *Loop) applyAll() error {
 		return err
 	}
 	if !s.SetUp {
+		if d := plan.Build(s); d.Front != nil {
+			l.applyFront(*d.Front)
+			l.retryWAN(s.Host.WAN) // the front answers on the uplink's address
+		}
 		return nil
 	}
 	d := plan.Build(s)
@@ -462,6 +495,9 @@ func (l *Loop) applyAll() error {
 				dnsState = storage.PartStatus{State: storage.StateDegraded, Reason: "no upstream resolver: only the cell's own names answer"}
 			}
 		}
+	}
+	if d.Front != nil {
+		l.applyFront(*d.Front)
 	}
 	l.applied = map[string]plan.Peer{}
 	for _, p := range s.Peers {
@@ -608,6 +644,21 @@ func (l *Loop) listen(addrs []netip.Addr) error {
 	l.listener, l.listened = c, addrs
 	return nil
 }
+
+// applyFront gives the front the cell's names and addresses. Its failure is
+// its own part's (caddy), never the network's: a cell whose front cannot
+// start keeps its tunnel, and the API on loopback.
+func (l *Loop) applyFront(f plan.Front) {
+	st := storage.PartStatus{State: storage.StateOK}
+	if err := l.n.Front.Set(f); err != nil {
+		l.log.Error("front", "err", err)
+		st = down(err)
+	}
+	l.publish(func(v *plan.Live) { v.Front = st })
+}
+
+// CheckFront is the caddy part's health, from the last apply.
+func (l *Loop) CheckFront(context.Context) storage.PartStatus { return l.Live().Front }
 
 // CheckDNS is the dns part's health, from the last apply.
 func (l *Loop) CheckDNS(context.Context) storage.PartStatus { return l.Live().DNS }

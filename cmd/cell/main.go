@@ -36,6 +36,7 @@ func main() {
 type flags struct {
 	data     string
 	listen   string
+	front    string // the front's listeners, "https[,http]" ("": none; front.go)
 	logLevel string
 	wgMode   string // tun|netstack (network.go)
 	wan      string
@@ -48,6 +49,7 @@ func parseFlags(args []string) (flags, error) {
 	fs := flag.NewFlagSet("cell", flag.ContinueOnError)
 	fs.StringVar(&f.data, "data", "./var", "the directory that holds all state (cell.db, identity, logs)")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:3000", "the API's address")
+	fs.StringVar(&f.front, "front", "", "the front's (Caddy's) listeners, HTTPS then plain HTTP: \":443,:80\" on the appliance; empty: no front")
 	fs.StringVar(&f.logLevel, "log-level", "info", "the starting log level of every component: debug, info, warn, error")
 	fs.StringVar(&f.wgMode, "wg-mode", "netstack", "WireGuard: tun (a TUN device, nftables and routes; needs root) or netstack (userspace, leaves the host alone)")
 	fs.StringVar(&f.wan, "wan", "", "the WAN interface peers reach the internet through (default: the config's wan_interface, else the default route's)")
@@ -104,7 +106,11 @@ func run(args []string) error {
 	resolver := dns.New(dns.Options{Logger: book.Logger("dns")})
 	defer resolver.Shutdown()
 	ts := &tunnelServices{dns: resolver, log: book.Logger("network")}
-	netw, err := network(f.wgMode, f.wan, f.listen, book, ts)
+	fp, err := newFrontPart(f.front, f.data)
+	if err != nil {
+		return err
+	}
+	netw, err := network(f.wgMode, f.wan, f.listen, book, ts, fp)
 	if err != nil {
 		return err
 	}
@@ -125,10 +131,17 @@ func run(args []string) error {
 	fwCtx, fwStop := context.WithCancel(context.Background())
 	defer fwStop()
 	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings,
-		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault}).
+		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Caddy: fp.api()}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
 	handler := api.Handler()
 	ts.setAPI(handler)
+	// The front (front.go): the API's socket, then Caddy, which the loop
+	// configures; it stops before the API drains.
+	stopFront, err := fp.start(c, handler, book.Logger("front"))
+	if err != nil {
+		return err
+	}
+	defer stopFront()
 	// The first build of the network from the database, before the API answers:
 	// a part that fails leaves the cell degraded (the health says why), never down.
 	settleCtx, settleStop := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -161,6 +174,7 @@ func run(args []string) error {
 	}
 	stop() // a second SIGTERM or Ctrl-C now ends the process at once
 	slog.Info("shutting down: letting requests finish")
+	stopFront()
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -18,7 +18,7 @@ import (
 // mode a TUN device with the UAPI socket, nftables and rtnetlink (root); in
 // netstack mode only a userspace device, and the host is left alone. Both serve
 // DNS (and netstack mode the API) on the tunnel addresses through ts.
-func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices) (reconcile.Network, error) {
+func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices, fp *frontPart) (reconcile.Network, error) {
 	wgLog := book.Logger("wireguard")
 	switch mode {
 	case "netstack":
@@ -27,10 +27,12 @@ func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices) (rec
 				ts.apiPort = uint16(port)
 			}
 		}
-		return ts.attach(reconcile.Network{Mode: mode, Interface: "wg0",
+		n := reconcile.Network{Mode: mode, Interface: "wg0",
 			Open: func(addrs []netip.Addr) (wireguard.Device, error) {
 				return wireguard.Open(wireguard.Options{Mode: wireguard.ModeNetstack, Addresses: addrs, Logger: wgLog})
-			}}), nil
+			}}
+		fp.attach(&n)
+		return ts.attach(n), nil
 	case "tun":
 	default:
 		return reconcile.Network{}, fmt.Errorf("-wg-mode must be tun or netstack, not %q", mode)
@@ -55,6 +57,7 @@ func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices) (rec
 	n.Open = func(addrs []netip.Addr) (wireguard.Device, error) {
 		return wireguard.Open(wireguard.Options{Mode: wireguard.ModeTUN, Name: "wg0", UAPI: true, Logger: wgLog})
 	}
+	fp.attach(&n)
 	return ts.attach(n), nil
 }
 

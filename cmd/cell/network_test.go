@@ -14,10 +14,10 @@ func TestNetworkFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer book.Close()
-	if _, err := network("kernel", "", "127.0.0.1:3000", book, &tunnelServices{}); err == nil {
+	if _, err := network("kernel", "", "127.0.0.1:3000", book, &tunnelServices{}, nil); err == nil {
 		t.Error("-wg-mode kernel was accepted")
 	}
-	n, err := network("netstack", "eth9", "127.0.0.1:3000", book, &tunnelServices{})
+	n, err := network("netstack", "eth9", "127.0.0.1:3000", book, &tunnelServices{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestNetworkFlags(t *testing.T) {
 	if os.Geteuid() != 0 {
 		return
 	}
-	n, err = network("tun", "wan9", "127.0.0.1:3001", book, &tunnelServices{})
+	n, err = network("tun", "wan9", "127.0.0.1:3001", book, &tunnelServices{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -608,3 +608,20 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ---- caddy (the front)
+
+// CaddyCertStatus is the front's certificates, one per name and address:
+// GET /api/caddy/cert-status.
+func (c *Client) CaddyCertStatus(ctx context.Context) (CaddyStatus, error) {
+	var out CaddyStatus
+	err := c.call(ctx, get, "/api/caddy/cert-status", nil, 200, &out)
+	return out, err
+}
+
+// RenewCaddyCerts makes new certificates for every name now and returns them.
+func (c *Client) RenewCaddyCerts(ctx context.Context) (CaddyStatus, error) {
+	var out CaddyStatus
+	err := c.call(ctx, post, "/api/caddy/cert-renew", nil, 200, &out)
+	return out, err
+}

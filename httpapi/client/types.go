@@ -449,3 +449,18 @@ type DNSStatus struct {
 		Queries uint64 `json:"queries"`
 	} `json:"queries_per_peer"`
 }
+
+// CaddyStatus is GET /api/caddy/cert-status.
+type CaddyStatus struct {
+	Configured   bool        `json:"configured"` // false: the cell runs no front
+	Certificates []CaddyCert `json:"certificates"`
+}
+
+// CaddyCert is one of the front's names and its certificate.
+type CaddyCert struct {
+	Name      string     `json:"name"`
+	Issuer    string     `json:"issuer,omitempty"` // empty: none yet
+	NotAfter  *time.Time `json:"not_after,omitempty"`
+	DaysLeft  int        `json:"days_left"`
+	LastError string     `json:"last_error,omitempty"`
+}
