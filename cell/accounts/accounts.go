@@ -26,6 +26,7 @@ type Accounts struct {
 	db       *storage.DB
 	hasher   *Hasher
 	throttle *throttle
+	success  *successLimit
 	audit    Auditor
 	now      func() time.Time
 	rand     io.Reader
@@ -33,7 +34,7 @@ type Accounts struct {
 
 // New returns the accounts capability.
 func New(db *storage.DB, h *Hasher, audit Auditor, now func() time.Time, rand io.Reader) *Accounts {
-	return &Accounts{db: db, hasher: h, throttle: newThrottle(10, 15*time.Minute), audit: audit, now: now, rand: rand}
+	return &Accounts{db: db, hasher: h, throttle: newThrottle(failLimit, failWindow), success: newSuccessLimit(), audit: audit, now: now, rand: rand}
 }
 
 func (c *Accounts) randomBytes(n int) []byte {
@@ -61,31 +62,52 @@ func infoOf(u storage.User) UserInfo {
 }
 
 // Login checks a password and starts a session. oldID, the session the client had
-// (if any), is ended in the same transaction: the id always changes at login. The
-// 11th failure for a user or a source address inside 15 minutes, and every attempt
-// after it in the window, is refused with ErrTooMany without hashing.
+// (if any), is ended in the same transaction: the id always changes at login.
+//
+// Before any hashing, the attempt is counted under the account at the source and
+// under the source alone (throttle.go): the 11th failure of either inside 15
+// minutes, and every attempt while it is locked, is refused with ErrTooMany
+// (too_many_attempts), as are logins for an account or from a source whose
+// successful logins are used up (too_many_logins). Failures elsewhere never refuse
+// an address that has not failed. The hash itself waits for its fair share of the
+// hasher (fair.go).
 func (c *Accounts) Login(username, password, sourceIP, oldID string) (id string, sess storage.Session, err error) {
 	now := c.now()
-	if c.throttle.Blocked(now, "user:"+username, "ip:"+sourceIP) {
-		return "", sess, fault.Errorf(fault.ErrTooMany, "too_many_attempts", "too many failed logins; wait 15 minutes and try again")
+	src := sourceGroup(sourceIP)
+	res, err := c.reserve(now, username, src, "too many failed logins")
+	if err != nil {
+		return "", sess, err
 	}
-	if len(password) > names.MaxPasswordLen || len(username) > 256 {
-		c.throttle.Fail(now, "user:"+username, "ip:"+sourceIP)
+	if wait := c.success.allow(now, userBuckets, "user\x00"+username); wait > 0 {
+		res.release(now)
+		return "", sess, retryAfter(fault.Errorf(fault.ErrTooMany, "too_many_logins", "this account has logged in too often lately; try again in %s", waitText(wait)), wait)
+	}
+	if wait := c.success.allow(now, sourceBuckets, "src\x00"+src); wait > 0 {
+		res.release(now)
+		return "", sess, retryAfter(fault.Errorf(fault.ErrTooMany, "too_many_logins", "too many logins from this address lately; try again in %s", waitText(wait)), wait)
+	}
+	if len(password) > names.MaxPasswordLen {
+		res.fail(now)
 		return "", sess, fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
 	}
 	u, uerr := c.db.Users().Get(username)
 	if uerr != nil && !errors.Is(uerr, storage.ErrNotFound) {
+		res.release(now)
 		return "", sess, uerr
 	}
-	ok, err := c.hasher.Verify(u.PasswordHash, password)
+	ok, err := c.hasher.Verify(src, u.PasswordHash, password)
 	if err != nil {
+		res.release(now)
 		return "", sess, err
 	}
+	now = c.now()
 	if !ok || uerr != nil {
-		c.throttle.Fail(now, "user:"+username, "ip:"+sourceIP)
+		res.fail(now)
 		return "", sess, fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
 	}
-	c.throttle.Reset("user:" + username)
+	res.succeed(now)
+	c.success.take(now, userBuckets, "user\x00"+username)
+	c.success.take(now, sourceBuckets, "src\x00"+src)
 	id = base64.RawURLEncoding.EncodeToString(c.randomBytes(32))
 	sess = storage.Session{
 		Username:  u.Username,
@@ -99,6 +121,27 @@ func (c *Accounts) Login(username, password, sourceIP, oldID string) (id string,
 	}
 	sess.Key = storage.SessionKey(id)
 	return id, sess, nil
+}
+
+var (
+	userBuckets   = bucketSpec{successLimitUser, successEveryUser}
+	sourceBuckets = bucketSpec{successLimitSource, successEverySource}
+)
+
+// reserve counts an attempt at username's password from the source group src
+// under both throttle keys, or refuses it with how long to wait. A username too
+// long to be anyone's is counted under the source alone.
+func (c *Accounts) reserve(now time.Time, username, src, what string) (*reservation, error) {
+	userKey := "user\x00" + username + "\x00" + src
+	if len(username) > 256 {
+		userKey = "user\x00(too long)\x00" + src
+	}
+	res, wait, ok := c.throttle.reserve(now, userKey, "src\x00"+src)
+	if !ok {
+		return nil, retryAfter(fault.Errorf(fault.ErrTooMany, "too_many_attempts",
+			"%s from this address; try again in %s, or from another device", what, waitText(wait)), wait)
+	}
+	return res, nil
 }
 
 // Session returns the live session for a cookie value.
@@ -118,21 +161,37 @@ func (c *Accounts) Logout(id string) error { return c.db.Sessions().Delete(id) }
 
 // ChangePassword changes the user's own password after checking the current one, and
 // ends every other session of theirs; audit (the change's entry) is stored with it.
+// A wrong current password counts like a failed login of the account from the
+// entry's source address (audit.SourceIP), and the same limits refuse it.
 func (c *Accounts) ChangePassword(s storage.Session, current, next string, audit storage.Entry) error {
 	if err := names.CheckPassword("new_password", next); err != nil {
 		return err
 	}
+	now := c.now()
+	src := sourceGroup(audit.SourceIP)
+	res, err := c.reserve(now, s.Username, src, "too many wrong current passwords")
+	if err != nil {
+		return err
+	}
 	u, err := c.db.Users().Get(s.Username)
 	if err != nil {
+		res.release(now)
 		return err
 	}
-	ok, err := c.hasher.Verify(u.PasswordHash, current)
-	if err != nil {
-		return err
+	var ok bool
+	if len(current) <= names.MaxPasswordLen {
+		ok, err = c.hasher.Verify(src, u.PasswordHash, current)
+		if err != nil {
+			res.release(now)
+			return err
+		}
 	}
+	now = c.now()
 	if !ok {
+		res.fail(now)
 		return fault.Errorf(fault.ErrForbidden, "bad_credentials", "the current password is wrong")
 	}
+	res.succeed(now)
 	hash, err := c.hasher.Hash(next)
 	if err != nil {
 		return err

@@ -7,17 +7,18 @@ import (
 	"io"
 	"runtime"
 	"strings"
-	"sync/atomic"
+	"time"
 
 	"golang.org/x/crypto/argon2"
-
-	"github.com/pic-cell/cell/cell/fault"
 )
 
 // Password hashing: argon2id at m=19 MiB, t=2, p=1 (OWASP's minimum), stored as a PHC
 // string. Hashing is capped at half the CPUs at once (at least one) and at most 16
-// logins may wait for a turn, so a login flood costs bounded memory and leaves a core
-// for everything else; the rest get 429 at once.
+// more may wait for a turn, so a login flood costs bounded memory and leaves a core
+// for everything else. Those places are shared fairly per source (fair.go): no
+// source holds more than its share of them, the next turn goes to the source that
+// asked least lately, and when they are all taken a newcomer with fewer places
+// takes one from the source with the most; the rest get 429 at once.
 const (
 	argonTime    = 2
 	argonMemory  = 19 * 1024
@@ -27,14 +28,21 @@ const (
 	maxWaiting   = 16
 )
 
+// localSource is the source the hashes of accounts being created are counted
+// under (the wizard's admin, a peer's one-time password): they come from a
+// logged-in admin or the setup code, not from a login.
+const localSource = "(local)"
+
 // Hasher hashes and verifies passwords under the cap; setup and peers hash
 // the passwords of the accounts they create through it.
 type Hasher struct {
-	memory  uint32
-	rand    io.Reader
-	slots   chan struct{}
-	waiting atomic.Int32
-	dummy   string // a hash to verify against when the user does not exist
+	memory uint32
+	rand   io.Reader
+	queue  *fairQueue
+	dummy  string // a hash to verify against when the user does not exist
+	// onHash, when set (tests), is called with the source before each hash under
+	// the cap.
+	onHash func(source string)
 }
 
 // NewHasher returns a hasher; memoryKiB zero means the production 19 MiB.
@@ -46,31 +54,25 @@ func NewHasher(memoryKiB uint32, rand io.Reader) *Hasher {
 	if n < 1 {
 		n = 1
 	}
-	h := &Hasher{memory: memoryKiB, rand: rand, slots: make(chan struct{}, n)}
+	h := &Hasher{memory: memoryKiB, rand: rand, queue: newFairQueue(n, maxWaiting, time.Now)}
 	h.dummy = h.hashUnlimited("not a password of anyone's")
 	return h
 }
 
-// acquire takes a hashing slot or refuses when too many are already waiting.
-func (h *Hasher) acquire() error {
-	if h.waiting.Add(1) > maxWaiting {
-		h.waiting.Add(-1)
-		return fault.Errorf(fault.ErrTooMany, "login_busy", "too many logins at once; try again in a moment")
-	}
-	h.slots <- struct{}{}
-	h.waiting.Add(-1)
-	return nil
-}
-
-func (h *Hasher) release() { <-h.slots }
-
 // Hash returns the PHC string of password.
 func (h *Hasher) Hash(password string) (string, error) {
-	if err := h.acquire(); err != nil {
+	if err := h.queue.acquire(localSource); err != nil {
 		return "", err
 	}
-	defer h.release()
+	defer h.queue.release(localSource)
+	h.hooked(localSource)
 	return h.hashUnlimited(password), nil
+}
+
+func (h *Hasher) hooked(source string) {
+	if h.onHash != nil {
+		h.onHash(source)
+	}
 }
 
 func (h *Hasher) hashUnlimited(password string) string {
@@ -84,13 +86,15 @@ func (h *Hasher) hashUnlimited(password string) string {
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.memory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
-// Verify checks password against a PHC string; an empty phc verifies against a dummy
-// so that a missing user costs the same time as a wrong password.
-func (h *Hasher) Verify(phc, password string) (bool, error) {
-	if err := h.acquire(); err != nil {
+// Verify checks password against a PHC string, as an attempt from source (a
+// sourceGroup); an empty phc verifies against a dummy so that a missing user costs
+// the same time as a wrong password.
+func (h *Hasher) Verify(source, phc, password string) (bool, error) {
+	if err := h.queue.acquire(source); err != nil {
 		return false, err
 	}
-	defer h.release()
+	defer h.queue.release(source)
+	h.hooked(source)
 	ok := false
 	lowPriority(func() {
 		if phc == "" {
