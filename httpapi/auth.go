@@ -2,8 +2,10 @@ package httpapi
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/pic-cell/cell/cell/accounts"
 	"github.com/pic-cell/cell/cell/fault"
 )
 
@@ -55,7 +57,7 @@ func (s *Server) login(req *Request) (any, error) {
 	}
 	id, sess, err := s.deps.Auth.Login(in.Username, in.Password, req.SourceIP, req.SessionID)
 	if err != nil {
-		return nil, err
+		return nil, retryHeader(req, err)
 	}
 	req.Session = &sess
 	s.setCookie(req, id, sess.ExpiresAt)
@@ -79,6 +81,15 @@ func (s *Server) csrfToken(req *Request) (any, error) {
 	return map[string]string{"token": req.Session.CSRFToken}, nil
 }
 
+// retryHeader sets Retry-After (whole seconds) when the accounts capability
+// refused with a time to wait (a throttled login, a busy hasher), and returns err.
+func retryHeader(req *Request, err error) error {
+	if d, ok := accounts.RetryAfter(err); ok {
+		req.W.Header().Set("Retry-After", strconv.Itoa(int((d+time.Second-1)/time.Second)))
+	}
+	return err
+}
+
 type changePasswordRequest struct {
 	Current string `json:"current_password"`
 	New     string `json:"new_password"`
@@ -90,8 +101,10 @@ func (s *Server) changePassword(req *Request) (any, error) {
 	if err := req.Decode(&in); err != nil {
 		return nil, err
 	}
+	// The entry carries the source address: a wrong current password counts
+	// against it like a failed login.
 	if err := s.deps.Auth.ChangePassword(*req.Session, in.Current, in.New, s.auditEntry(req, nil)); err != nil {
-		return nil, err
+		return nil, retryHeader(req, err)
 	}
 	req.Audited()
 	return map[string]bool{"ok": true}, nil

@@ -98,7 +98,8 @@ func TestLoginThrottle(t *testing.T) {
 	if r.status != 429 {
 		t.Fatalf("11th failure: %d, want 429", r.status)
 	}
-	// The right password is refused too while throttled: the limit is per user.
+	// The right password is refused too while throttled: the limit is per address
+	// (login_abuse_test.go: failures elsewhere never refuse another address).
 	if r := c.do("POST", "/api/auth/login", map[string]string{"username": "admin", "password": adminPassword}); r.status != 429 {
 		t.Fatalf("right password while throttled: %d", r.status)
 	}
