@@ -114,7 +114,11 @@ func BuildRoot(ctx context.Context, cfg *Config, o Options, dst string) error {
 		return err
 	}
 	defer os.Remove(dst + ".tmp")
-	sq, err := squashfs.Create(storage, maxSize, 0, 4096)
+	// 128 KiB blocks, mksquashfs' default: with 4 KiB ones go-diskfs (v1.9.4)
+	// writes a file of more than about 13,000 blocks (the cell's daemon with
+	// Caddy linked, 56 MB) with a block list the kernel cannot read
+	// ("SQUASHFS error: read_indexes"), and the image never starts its cell.
+	sq, err := squashfs.Create(storage, maxSize, 0, 128<<10)
 	if err != nil {
 		storage.Close()
 		return err
