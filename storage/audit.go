@@ -74,8 +74,15 @@ func ChainHash(prev [32]byte, canonical []byte) [32]byte {
 const recordHeader = 64
 
 // Checkpoint is a signed statement of the log's size and head hash, so that dropping
-// the newest entries is caught against the last checkpoint.
+// the newest entries is caught against the last checkpoint. Size is the sequence
+// number of the newest entry, so it stays valid once the oldest are pruned.
+//
+// A checkpoint of kind KindBase is the base of a pruned log: every entry up to Size
+// was pruned, and the first kept entry (Size+1) has Head as its prev hash. Its
+// signature covers another message than a head checkpoint's, so neither can stand
+// in for the other.
 type Checkpoint struct {
+	Kind      string `json:"kind,omitempty"` // "" (a head checkpoint) or KindBase
 	Size      uint64 `json:"size"`
 	Head      string `json:"head"`
 	Time      string `json:"time"`
@@ -83,9 +90,16 @@ type Checkpoint struct {
 	Signature string `json:"signature"`  // hex ed25519 over SignedMessage
 }
 
+// KindBase marks the signed base of a pruned log.
+const KindBase = "base"
+
 // SignedMessage is what a checkpoint's signature covers.
 func (c Checkpoint) SignedMessage() []byte {
-	return []byte("pic-audit-checkpoint v1\n" + strconv.FormatUint(c.Size, 10) + "\n" + c.Head + "\n" + c.Time + "\n")
+	prefix := "pic-audit-checkpoint v1\n"
+	if c.Kind != "" {
+		prefix = "pic-audit-" + c.Kind + " v1\n"
+	}
+	return []byte(prefix + strconv.FormatUint(c.Size, 10) + "\n" + c.Head + "\n" + c.Time + "\n")
 }
 
 // VerifySignature checks the checkpoint against pub, the key the caller trusts.
@@ -140,6 +154,7 @@ func appendEntry(tx *bolt.Tx, e Entry) (Entry, error) {
 	if e.Time == "" {
 		e.Time = time.Now().UTC().Format(TimeFormat)
 	}
+	e = e.Clean()
 	canon := e.Canonical()
 	sum := ChainHash(prev, canon)
 	rec := make([]byte, 0, recordHeader+len(canon))
@@ -285,13 +300,21 @@ func (a Audit) LastCheckpoint() (c Checkpoint, found bool, err error) {
 
 // Verification is the outcome of checking the chain.
 type Verification struct {
-	OK          bool        `json:"ok"`
-	Entries     uint64      `json:"entries"`
-	FirstBadSeq *uint64     `json:"first_bad_seq"`
-	Head        string      `json:"head"`
-	Checkpoint  *Checkpoint `json:"checkpoint"`
-	// CheckpointOK is false when there is no checkpoint or its signature is wrong;
-	// FirstBadSeq is then null, as no entry is at fault.
+	OK bool `json:"ok"`
+	// Entries is how many entries were checked: FirstSeq to the newest.
+	Entries     uint64  `json:"entries"`
+	FirstBadSeq *uint64 `json:"first_bad_seq"`
+	Head        string  `json:"head"`
+	// FirstSeq is where the checked log starts: 1, or Base.Size+1 once the oldest
+	// entries were pruned.
+	FirstSeq   uint64      `json:"first_seq"`
+	Checkpoint *Checkpoint `json:"checkpoint"`
+	// Base is the signed base of a pruned log (nil: nothing was pruned): the
+	// entries before FirstSeq are gone, and the first kept entry's prev hash is
+	// Base.Head.
+	Base *Checkpoint `json:"base,omitempty"`
+	// CheckpointOK is false when there is no checkpoint or its signature (or the
+	// base's) is wrong; FirstBadSeq is then null, as no entry is at fault.
 	CheckpointOK bool   `json:"checkpoint_ok"`
 	Reason       string `json:"reason,omitempty"`
 }
@@ -299,18 +322,44 @@ type Verification struct {
 // Verifier checks a chain fed one entry at a time, in stored order. It is shared by
 // the cell's own check (raw records) and the offline check of an export (entries).
 type Verifier struct {
-	cp      *Checkpoint
-	next    uint64
-	head    [32]byte
-	bad     *uint64
-	reason  string
-	count   uint64
-	atCheck string // the head hash after cp.Size entries
-	cpBad   bool   // the checkpoint is missing or its signature is wrong
+	cp, base *Checkpoint
+	first    uint64 // the sequence number the chain starts at
+	next     uint64
+	head     [32]byte
+	bad      *uint64
+	reason   string
+	count    uint64
+	atCheck  string // the head hash after cp.Size entries
+	cpBad    bool   // the checkpoint is missing or its signature is wrong
+	baseBad  string // why the base itself is unusable
 }
 
 // NewVerifier starts a check at sequence 1 against the last checkpoint (nil: none).
-func NewVerifier(cp *Checkpoint) *Verifier { return &Verifier{cp: cp, next: 1} }
+func NewVerifier(cp *Checkpoint) *Verifier { return NewVerifierFrom(nil, cp) }
+
+// NewVerifierFrom starts a check of a pruned log at its signed base (nil: the log
+// starts at sequence 1): the first entry must be Base.Size+1 with Base.Head as its
+// prev hash.
+func NewVerifierFrom(base, cp *Checkpoint) *Verifier {
+	v := &Verifier{cp: cp, base: base, first: 1, next: 1}
+	if base == nil {
+		return v
+	}
+	v.first, v.next = base.Size+1, base.Size+1
+	h, err := hex.DecodeString(base.Head)
+	switch {
+	case base.Kind != KindBase:
+		v.baseBad = "the base is not a signed base of a pruned log"
+	case err != nil || len(h) != 32:
+		v.baseBad = "the base's head is not a hash"
+	default:
+		copy(v.head[:], h)
+		if cp != nil && cp.Size == base.Size {
+			v.atCheck = base.Head
+		}
+	}
+	return v
+}
 
 // advance records a verified entry.
 func (v *Verifier) advance(sum [32]byte) {
@@ -353,7 +402,7 @@ func (v *Verifier) AddRecord(key, val []byte) {
 		return
 	}
 	if !bytes.Equal(val[:32], v.head[:]) {
-		v.fail(want, "prev hash does not match the entry before")
+		v.fail(want, v.prevMismatch(want))
 		return
 	}
 	canon := val[recordHeader:]
@@ -367,6 +416,13 @@ func (v *Verifier) AddRecord(key, val []byte) {
 		return
 	}
 	v.advance(sum)
+}
+
+func (v *Verifier) prevMismatch(seq uint64) string {
+	if seq == v.first && v.base != nil {
+		return "prev hash does not match the signed base of the pruned log"
+	}
+	return "prev hash does not match the entry before"
 }
 
 // AddEntry checks one entry as exported (its canonical encoding is rebuilt from the
@@ -383,7 +439,7 @@ func (v *Verifier) AddEntry(e Entry) {
 		return
 	}
 	if e.Prev != hex.EncodeToString(v.head[:]) {
-		v.fail(want, "prev hash does not match the entry before")
+		v.fail(want, v.prevMismatch(want))
 		return
 	}
 	sum := ChainHash(v.head, e.Canonical())
@@ -409,17 +465,39 @@ func canonicalSeqIs(canon []byte, seq uint64) bool {
 	return err == nil && n == seq
 }
 
-// Result finishes the check: the chain, then the checkpoint's signature against the
-// key the caller trusts (nil: not checked), its size and its head.
+// Result finishes the check: the base's signature (a pruned log), the chain, then
+// the checkpoint's signature against the key the caller trusts (nil: not checked),
+// its size and its head.
 func (v *Verifier) Result(trusted ed25519.PublicKey) Verification {
-	cp := v.cp
-	res := Verification{Entries: v.count, Head: hex.EncodeToString(v.head[:]), Checkpoint: cp}
-	if v.bad == nil && cp != nil {
+	cp, base := v.cp, v.base
+	res := Verification{Entries: v.count, Head: hex.EncodeToString(v.head[:]), Checkpoint: cp, Base: base, FirstSeq: v.first}
+	last := v.first - 1 + v.count // the sequence number of the newest entry seen
+	if base != nil {
 		switch {
+		case v.baseBad != "":
+			// The chain cannot be checked from a base that is not one.
+			v.bad, v.reason = nil, ""
+			v.failCheckpoint(v.baseBad)
+		case trusted != nil && !base.VerifySignature(trusted):
+			v.failCheckpoint("the base of the pruned log is not signed by the trusted key")
+		case v.bad == nil && v.count == 0:
+			v.fail(v.first, fmt.Sprintf("the log was pruned before entry %d but has no entry from there on", v.first))
+		}
+	}
+	if v.bad == nil && !v.cpBad && cp != nil {
+		switch {
+		case cp.Kind != "":
+			v.failCheckpoint("the closing checkpoint is a " + cp.Kind + ", not a checkpoint of the log's head")
 		case trusted != nil && !cp.VerifySignature(trusted):
 			v.failCheckpoint("the checkpoint's signature does not verify with the trusted key")
-		case v.count < cp.Size:
-			v.fail(v.count+1, fmt.Sprintf("the log has %d entries but the signed checkpoint says %d: entries were dropped", v.count, cp.Size))
+		case last < cp.Size:
+			has := fmt.Sprintf("has %d entries", last)
+			if v.first > 1 {
+				has = fmt.Sprintf("ends at entry %d", last)
+			}
+			v.fail(last+1, fmt.Sprintf("the log %s but the signed checkpoint says %d: entries were dropped", has, cp.Size))
+		case cp.Size+1 < v.first:
+			v.failCheckpoint(fmt.Sprintf("the checkpoint (size %d) is older than the pruned log's base (entries from %d): it proves nothing about the newest entries", cp.Size, v.first))
 		case cp.Size > 0 && v.atCheck != cp.Head:
 			v.fail(cp.Size, "the entry at the checkpoint does not have the signed head hash")
 		}
@@ -433,25 +511,33 @@ func (v *Verifier) Result(trusted ed25519.PublicKey) Verification {
 	return res
 }
 
-// Verify checks the whole stored chain and the last checkpoint, signed by trusted.
+// Verify checks the whole stored chain from its base (a pruned log) and the last
+// checkpoint, signed by trusted, all read in one transaction.
 func (a Audit) Verify(trusted ed25519.PublicKey) (Verification, error) {
-	cp, found, err := a.LastCheckpoint()
-	if err != nil {
-		return Verification{}, err
-	}
-	var cpp *Checkpoint
-	if found {
-		cpp = &cp
-	}
-	v := NewVerifier(cpp)
-	err = a.db.bolt.View(func(tx *bolt.Tx) error {
-		return entriesBucket(tx).ForEach(func(k, val []byte) error {
+	var res Verification
+	err := a.View(func(av AuditView) error {
+		base, hasBase, err := av.Base()
+		if err != nil {
+			return err
+		}
+		cp, found, err := av.LastCheckpoint()
+		if err != nil {
+			return err
+		}
+		var bp, cpp *Checkpoint
+		if hasBase {
+			bp = &base
+		}
+		if found {
+			cpp = &cp
+		}
+		v := NewVerifierFrom(bp, cpp)
+		entriesBucket(av.tx).ForEach(func(k, val []byte) error {
 			v.AddRecord(k, val)
 			return nil
 		})
+		res = v.Result(trusted)
+		return nil
 	})
-	if err != nil {
-		return Verification{}, err
-	}
-	return v.Result(trusted), nil
+	return res, err
 }

@@ -37,6 +37,9 @@
 //	    <seq, uint64 BE>   -> prev hash (32 bytes) | hash (32 bytes) | canonical JSON Entry
 //	  checkpoints                       (2)
 //	    <size, uint64 BE>  -> JSON Checkpoint (size, head, time, ed25519 signature)
+//	  base                 -> JSON Checkpoint of kind "base": where a pruned log starts (the
+//	                          first kept entry's seq-1 and prev hash), signed; absent until
+//	                          the first prune (auditprune.go), so no migration
 //	health                              (1)
 //	  <unix nanos, BE>     -> JSON HealthRecord; the oldest are pruned past a bound
 //	vault                               (1)
