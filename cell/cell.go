@@ -93,6 +93,7 @@ func New(o Options) (*Cell, error) {
 	c := &Cell{DB: o.DB, Logs: o.Logs, log: o.Logs.Logger("cell"), Config: config.NewRegistry()}
 	c.Config.Register(health.Section())
 	c.Config.Register(dns.Section())
+	c.Config.Register(audit.Section())
 	var err error
 	if c.Audit, err = audit.Open(o.DB, o.Logs.Logger("audit"), o.Now, o.Rand); err != nil {
 		return nil, err
