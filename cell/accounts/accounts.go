@@ -27,6 +27,7 @@ type Accounts struct {
 	hasher   *Hasher
 	throttle *throttle
 	success  *successLimit
+	refused  *tarpit
 	audit    Auditor
 	now      func() time.Time
 	rand     io.Reader
@@ -34,7 +35,7 @@ type Accounts struct {
 
 // New returns the accounts capability.
 func New(db *storage.DB, h *Hasher, audit Auditor, now func() time.Time, rand io.Reader) *Accounts {
-	return &Accounts{db: db, hasher: h, throttle: newThrottle(failLimit, failWindow), success: newSuccessLimit(), audit: audit, now: now, rand: rand}
+	return &Accounts{db: db, hasher: h, throttle: newThrottle(failLimit, failWindow), success: newSuccessLimit(), refused: newTarpit(time.Sleep), audit: audit, now: now, rand: rand}
 }
 
 func (c *Accounts) randomBytes(n int) []byte {
@@ -70,10 +71,17 @@ func infoOf(u storage.User) UserInfo {
 // (too_many_attempts), as are logins for an account or from a source whose
 // successful logins are used up (too_many_logins). Failures elsewhere never refuse
 // an address that has not failed. The hash itself waits for its fair share of the
-// hasher (fair.go).
+// hasher (fair.go). A source that keeps being refused gets its refusals late
+// (tarpit).
 func (c *Accounts) Login(username, password, sourceIP, oldID string) (id string, sess storage.Session, err error) {
-	now := c.now()
 	src := sourceGroup(sourceIP)
+	id, sess, err = c.login(username, password, src, oldID)
+	c.tarpit(src, err)
+	return id, sess, err
+}
+
+func (c *Accounts) login(username, password, src, oldID string) (id string, sess storage.Session, err error) {
+	now := c.now()
 	res, err := c.reserve(now, username, src, "too many failed logins")
 	if err != nil {
 		return "", sess, err
@@ -167,8 +175,14 @@ func (c *Accounts) ChangePassword(s storage.Session, current, next string, audit
 	if err := names.CheckPassword("new_password", next); err != nil {
 		return err
 	}
-	now := c.now()
 	src := sourceGroup(audit.SourceIP)
+	err := c.changePassword(s, current, next, src, audit)
+	c.tarpit(src, err)
+	return err
+}
+
+func (c *Accounts) changePassword(s storage.Session, current, next, src string, audit storage.Entry) error {
+	now := c.now()
 	res, err := c.reserve(now, s.Username, src, "too many wrong current passwords")
 	if err != nil {
 		return err

@@ -43,3 +43,8 @@ func ThrottleKeys(a *Accounts) int { return a.throttle.size() }
 
 // SourceGroup is what an address is counted as.
 func SourceGroup(ip string) string { return sourceGroup(ip) }
+
+// TarpitSleep makes a's tarpit call fn instead of sleeping.
+func TarpitSleep(a *Accounts, fn func(time.Duration)) { a.refused.sleep = fn }
+
+const TarpitAfter = tarpitAfter

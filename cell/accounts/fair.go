@@ -1,7 +1,6 @@
 package accounts
 
 import (
-	"math"
 	"sync"
 	"time"
 
@@ -31,7 +30,7 @@ type fairQueue struct {
 	free    int            // slots no one hashes in
 	held    map[string]int // per source: hashing + waiting
 	waiters []*waiter
-	demand  map[string]*demand
+	demand  *counts
 	seq     uint64
 
 	// onArrive, when set (tests), is called with each source as it asks, before it
@@ -45,11 +44,6 @@ type waiter struct {
 	turn   chan bool // true: hash now; false: displaced
 }
 
-type demand struct {
-	v  float64
-	at time.Time
-}
-
 const (
 	demandHalfLife   = 30 * time.Second
 	maxDemandSources = 4096
@@ -57,7 +51,7 @@ const (
 
 func newFairQueue(slots, waiting int, now func() time.Time) *fairQueue {
 	return &fairQueue{now: now, places: slots + waiting, maxWait: waiting, free: slots,
-		held: map[string]int{}, demand: map[string]*demand{}}
+		held: map[string]int{}, demand: newCounts(demandHalfLife, maxDemandSources)}
 }
 
 func errBusy(format string, args ...any) error {
@@ -66,58 +60,13 @@ func errBusy(format string, args ...any) error {
 
 // demandLocked is source's demand now.
 func (q *fairQueue) demandLocked(source string, now time.Time) float64 {
-	d := q.demand[source]
-	if d == nil {
-		return 0
-	}
-	if dt := now.Sub(d.at); dt > 0 {
-		d.v *= math.Exp2(-float64(dt) / float64(demandHalfLife))
-		d.at = now
-	}
-	return d.v
+	return q.demand.get(source, now)
 }
 
-// askLocked adds one to source's demand and returns it.
+// askLocked adds one to source's demand and returns it; the demand of a source
+// holding a place is never forgotten.
 func (q *fairQueue) askLocked(source string, now time.Time) float64 {
-	v := q.demandLocked(source, now)
-	d := q.demand[source]
-	if d == nil {
-		if len(q.demand) >= maxDemandSources {
-			q.pruneDemandLocked(now)
-		}
-		d = &demand{at: now}
-		q.demand[source] = d
-	}
-	d.v = v + 1
-	return d.v
-}
-
-// pruneDemandLocked forgets the sources that have been quiet for minutes, and
-// if that is not enough the least demanding half of those holding no place.
-func (q *fairQueue) pruneDemandLocked(now time.Time) {
-	var low []float64
-	for s := range q.demand {
-		v := q.demandLocked(s, now)
-		if v < 0.05 && q.held[s] == 0 {
-			delete(q.demand, s)
-			continue
-		}
-		low = append(low, v)
-	}
-	if len(q.demand) < maxDemandSources*3/4 {
-		return
-	}
-	// Drop, among those without a place, the ones at or under the mean demand.
-	var sum float64
-	for _, v := range low {
-		sum += v
-	}
-	mean := sum / float64(len(low))
-	for s, d := range q.demand {
-		if d.v <= mean && q.held[s] == 0 {
-			delete(q.demand, s)
-		}
-	}
+	return q.demand.add(source, now, func(s string) bool { return q.held[s] > 0 })
 }
 
 // acquire waits for a slot to hash in, or refuses with login_busy.
@@ -143,7 +92,7 @@ func (q *fairQueue) acquire(source string) error {
 		i := q.victimLocked(now)
 		v := q.waiters[i]
 		hv, hn := q.held[v.source], q.held[source]
-		if !(hv > hn+1 || hv == hn+1 && q.demandLocked(v.source, now) > d) {
+		if !(hv > hn+1 || hv == hn+1 && q.demandLocked(v.source, now) >= d) {
 			q.mu.Unlock()
 			return errBusy("too many logins at once; try again in a moment")
 		}

@@ -358,3 +358,29 @@ func TestIPv6CountsPer64(t *testing.T) {
 		t.Fatalf("group %q", g)
 	}
 }
+
+func TestRefusalsToAFloodingSourceComeLate(t *testing.T) {
+	f := newFixture(t)
+	var slept []time.Duration
+	accounts.TarpitSleep(f.acc, func(d time.Duration) { slept = append(slept, d) })
+	for i := 1; i <= accounts.FailLimit; i++ {
+		f.login("admin", wrongPW, "10.7.0.1")
+	}
+	if len(slept) != 0 {
+		t.Fatalf("wrong passwords were held back: %v", slept)
+	}
+	for i := 1; i <= accounts.TarpitAfter; i++ {
+		f.want("refused", f.login("admin", adminPW, "10.7.0.1"), "too_many_attempts")
+	}
+	if len(slept) != 0 {
+		t.Fatalf("the first %d refusals were held back: %v", accounts.TarpitAfter, slept)
+	}
+	f.want("refused", f.login("admin", adminPW, "10.7.0.1"), "too_many_attempts")
+	if len(slept) != 1 || slept[0] != time.Second {
+		t.Fatalf("a refusal past %d: held back %v, want 1s", accounts.TarpitAfter, slept)
+	}
+	f.want("another address", f.login("admin", adminPW, "10.7.0.2"), "")
+	if len(slept) != 1 {
+		t.Fatalf("held back: %v", slept)
+	}
+}
