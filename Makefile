@@ -12,9 +12,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/cellctl ./cmd/cellctl
 
 # Runs the whole cell on this machine with safe defaults: data in ./var, API on
-# 127.0.0.1:3000, WireGuard in userspace (gVisor netstack unless root asks for tun).
+# 127.0.0.1:3000, the front (HTTPS) on 127.0.0.1:8443 and 8080, WireGuard in userspace (gVisor netstack unless root asks for tun).
 run: build
-	./$(BIN)/cell -data ./var -listen 127.0.0.1:3000
+	./$(BIN)/cell -data ./var -listen 127.0.0.1:3000 -front 127.0.0.1:8443,127.0.0.1:8080
 
 # Every test: unit tests with fakes always; as root on Linux also the network
 # namespace and daemon tests; the QEMU image tests where qemu-system-x86_64 exists.

@@ -14,16 +14,18 @@ import (
 
 const cellDaemon = "github.com/pic-cell/cell/cmd/cell"
 
-// cellConfig is the repository's image definition: the real daemon on port 80,
+// cellConfig is the repository's image definition: the real daemon, its API on
+// loopback behind the front (443 and 80), whose health the trial boot asks
+// on the API's own port,
 // WireGuard in the kernel (the image refuses userspace mode), the setup code
 // from the boot partition.
 func (f *fixture) cellConfig(version string) *image.Config {
 	return &image.Config{
 		Hostname: "celltest", Target: "amd64", Version: version,
-		Packages: []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "0.0.0.0:80", "-wg-mode", "tun",
-			"-setup-code-file", release.SetupCodePath}}},
+		Packages: []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "127.0.0.1:3000", "-front", ":443,:80",
+			"-wg-mode", "tun", "-setup-code-file", release.SetupCodePath}}},
 		UpdatePublicKey: f.pub,
-		Settings:        image.Settings{RootMiB: 160, PermMiB: 300},
+		Settings:        image.Settings{RootMiB: 160, PermMiB: 300, HealthURL: "http://127.0.0.1:3000/health"},
 	}
 }
 
@@ -48,7 +50,7 @@ func BenchmarkBootToHealth(b *testing.B) {
 		v := bootVM(b, minImg, true)
 		anchor := v.waitHealth(3 * time.Minute)
 		v.vm.Kill()
-		v = bootVM(b, cellImg, true)
+		v = bootCell(b, cellImg, true)
 		cell := v.waitHealth(3 * time.Minute)
 		v.vm.Kill()
 		b.Logf("round %d: anchor %s, cell %s", i, anchor.Round(100*time.Millisecond), cell.Round(100*time.Millisecond))

@@ -3,6 +3,9 @@ package qemu_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +26,7 @@ type api struct {
 }
 
 func newAPI(t testing.TB, v *testVM) *api {
-	return &api{Client: client.New(v.url(""), client.WithTimeout(30*time.Second)), t: t}
+	return &api{Client: v.client(30 * time.Second), t: t}
 }
 
 func (a *api) ok(what string, err error) {
@@ -106,14 +109,17 @@ func TestCellDaemonUpdateThroughAPI(t *testing.T) {
 	badCfg.Settings.TrialTimeout = image.Duration(45 * time.Second)
 	bad := f.bundle(badCfg, nil)
 
-	v := bootVM(t, img, false)
+	v := bootCell(t, img, false)
 	v.waitHealth(3 * time.Minute)
 	a := newAPI(t, v)
 	a.setupAndLogin(f.code)
 
 	push := func(bundle string) (string, error) {
-		cmd := exec.Command(cellctl, "update", "push", "-device", v.url(""), "-bundle", bundle, "-wait", "6m")
-		cmd.Env = append(os.Environ(), "CELL_PASSWORD="+adminPassword)
+		// cellctl as an admin on the LAN runs it: https://<the cell's
+		// address>, the cell's CA trusted; the LAN is a proxy to the forward.
+		cmd := exec.Command(cellctl, "update", "push", "-device", v.base(), "-bundle", bundle, "-wait", "6m")
+		cmd.Env = append(os.Environ(), "CELL_PASSWORD="+adminPassword, "SSL_CERT_FILE="+v.caFile,
+			"HTTPS_PROXY="+connectProxy(t, fmt.Sprintf("127.0.0.1:%d", v.tlsPort)), "NO_PROXY=")
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -161,4 +167,37 @@ func TestCellDaemonUpdateThroughAPI(t *testing.T) {
 	if t.Failed() {
 		t.Log(fmt.Sprintf("audit outcomes: %+v", outcomes))
 	}
+}
+
+// connectProxy is an HTTP CONNECT proxy that takes every tunnel to target:
+// a program that dials the guest's address (as on the LAN) reaches the
+// forward to it.
+func connectProxy(t testing.TB, target string) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		up, err := net.DialTimeout("tcp", target, 10*time.Second)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			up.Close()
+			return
+		}
+		conn.Write([]byte("HTTP/1.1 200 Connection Established\r\n\r\n"))
+		go func() { io.Copy(up, buf); up.Close() }()
+		io.Copy(conn, up)
+		conn.Close()
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
 }

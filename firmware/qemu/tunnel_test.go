@@ -2,6 +2,8 @@ package qemu_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -38,8 +40,9 @@ const (
 	tunInternet      = "198.18.0.80" // the web server the phone browses to
 	tunLabLink       = "198.18.1.1"
 	tunPhone         = "198.18.1.2"
-	tunWGPort        = 41820 // the home router's port: not the cell's 51820
-	tunAPIPort       = 8080
+	tunWGPort        = 41820         // the home router's port: not the cell's 51820
+	tunAPIPort       = 8080          // → the guest's 443: the front
+	tunPlainPort     = 8081          // → the guest's 80: /ca.crt and the redirect
 	tunCell          = "10.77.0.1"   // the cell's tunnel address (subnet 10.77.0.0/24)
 	tunResolver      = "198.18.0.53" // a resolver in the internet (dnsmasq)
 	tunAdminPassword = "phone-test-admin-pass-4c1e"
@@ -76,10 +79,11 @@ func TestPhoneThroughTunnel(t *testing.T) {
 	serveCallerAddr(t, lab, tunInternet+":80")
 
 	vm := startInNS(t, lab, img, []qemu.Forward{
-		{Proto: "tcp", HostPort: tunAPIPort, GuestPort: 80},
+		{Proto: "tcp", HostPort: tunAPIPort, GuestPort: 443},
+		{Proto: "tcp", HostPort: tunPlainPort, GuestPort: 80},
 		{Proto: "udp", HostPort: tunWGPort, GuestPort: 51820},
 	})
-	a := newLabAPI(t, lab, fmt.Sprintf("http://%s:%d", tunPublic, tunAPIPort))
+	a := newLabAPI(t, lab)
 	boot := a.waitHealth(vm, 4*time.Minute)
 	t.Logf("/health answered %s after QEMU started (%s)", boot.Round(100*time.Millisecond), qemu.KVMReason())
 
@@ -203,10 +207,11 @@ func TestPhoneThroughTunnel(t *testing.T) {
 	})
 
 	t.Run("admin api on the tunnel", func(t *testing.T) {
-		c := client.New("http://"+tunCell+":80", client.WithHTTPClient(ph))
+		// The front on the tunnel address, with a certificate for it.
+		c := client.New("https://"+tunCell, client.WithHTTPClient(nsHTTPS(phone, 10*time.Second, a.ca, tunCell, "")))
 		err := waitFor(30*time.Second, func() error { _, err := c.Health(ctx); return err })
 		if err != nil {
-			t.Fatalf("GET http://%s:80/health through the tunnel: %v", tunCell, err)
+			t.Fatalf("GET https://%s/health through the tunnel: %v", tunCell, err)
 		}
 	})
 
@@ -301,6 +306,19 @@ func nsHTTP(ns *nstest.NS, timeout time.Duration) *http.Client {
 			return ns.Dial(addr, d)
 		},
 	}}
+}
+
+// nsHTTPS is nsHTTP over TLS with the cell's CA, for serverName; dialTo,
+// when set, is where every connection goes (a forward to the guest).
+func nsHTTPS(ns *nstest.NS, timeout time.Duration, ca *x509.CertPool, serverName, dialTo string) *http.Client {
+	c := nsHTTP(ns, timeout)
+	tr := c.Transport.(*http.Transport)
+	tr.TLSClientConfig = &tls.Config{RootCAs: ca, ServerName: serverName}
+	if dialTo != "" {
+		dial := tr.DialContext
+		tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) { return dial(ctx, network, dialTo) }
+	}
+	return c
 }
 
 func httpGet(c *http.Client, url string, within time.Duration) (string, error) {
@@ -426,15 +444,15 @@ func ovmfFiles(t *testing.T) (code, vars string) {
 
 // labAPI is the admin's browser on the LAN: the cell's API client, its
 // connections made inside the lab namespace, one per request.
+// Its client exists once waitHealth has fetched the cell's CA.
 type labAPI struct {
 	*client.Client
-	t *testing.T
+	t  *testing.T
+	ns *nstest.NS
+	ca *x509.CertPool
 }
 
-func newLabAPI(t *testing.T, ns *nstest.NS, base string) *labAPI {
-	// 30 s: a login hashes a password, which is slow under TCG.
-	return &labAPI{Client: client.New(base, client.WithHTTPClient(nsHTTP(ns, 30*time.Second))), t: t}
-}
+func newLabAPI(t *testing.T, ns *nstest.NS) *labAPI { return &labAPI{t: t, ns: ns} }
 
 func (a *labAPI) ok(what string, err error) {
 	a.t.Helper()
@@ -445,6 +463,8 @@ func (a *labAPI) ok(what string, err error) {
 
 // waitHealth polls /health until it answers and returns how long after
 // QEMU's start that was.
+// It first fetches the CA from http://…/ca.crt (the front's port 80) as a
+// browser on the LAN would, then asks over HTTPS with that CA pinned.
 func (a *labAPI) waitHealth(v *nsVM, timeout time.Duration) time.Duration {
 	a.t.Helper()
 	err := waitFor(timeout, func() error {
@@ -452,6 +472,20 @@ func (a *labAPI) waitHealth(v *nsVM, timeout time.Duration) time.Duration {
 		case <-v.done:
 			return fmt.Errorf("QEMU exited: %v", v.cmd.ProcessState)
 		default:
+		}
+		if a.Client == nil {
+			body, err := httpGet(nsHTTP(a.ns, 5*time.Second), fmt.Sprintf("http://%s:%d/ca.crt", tunPublic, tunPlainPort), time.Second)
+			if err != nil {
+				return err
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(body)) {
+				return fmt.Errorf("/ca.crt is not a PEM certificate: %q", body)
+			}
+			// 30 s: a login hashes a password, which is slow under TCG.
+			a.ca = pool
+			a.Client = client.New("https://"+guestAddr, client.WithHTTPClient(
+				nsHTTPS(a.ns, 30*time.Second, pool, guestAddr, fmt.Sprintf("%s:%d", tunPublic, tunAPIPort))))
 		}
 		_, err := a.Health(context.Background())
 		return err

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,18 +72,43 @@ func (s *syncBuffer) String() string {
 type testVM struct {
 	t      testing.TB
 	img    string
-	port   int
+	port   int // the guest's 80
 	serial *syncBuffer
 	vm     *qemu.VM
+	// The cell's image: its front answers HTTPS on the guest's 443 (tlsPort)
+	// with a certificate of the cell's CA (ca, fetched from /ca.crt on 80).
+	front   bool
+	tlsPort int
+	ca      *x509.CertPool
+	caFile  string
+	extra   []qemu.Forward
+}
+
+// guestAddr is the address slirp's DHCP gives the guest: the front's
+// certificate names it, so the tests' clients verify against it.
+const guestAddr = "10.0.2.15"
+
+// bootCell boots the cell's image, whose API is reached through its front.
+func bootCell(t testing.TB, img string, snapshot bool, extra ...qemu.Forward) *testVM {
+	return bootVMWith(t, img, snapshot, true, extra)
 }
 
 func bootVM(t testing.TB, img string, snapshot bool) *testVM {
+	return bootVMWith(t, img, snapshot, false, nil)
+}
+
+func bootVMWith(t testing.TB, img string, snapshot, front bool, extra []qemu.Forward) *testVM {
 	t.Helper()
 	port, err := qemu.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := &testVM{t: t, img: img, port: port, serial: &syncBuffer{}}
+	v := &testVM{t: t, img: img, port: port, serial: &syncBuffer{}, front: front, extra: extra}
+	if front {
+		if v.tlsPort, err = qemu.FreePort(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	v.start(snapshot)
 	t.Cleanup(func() {
 		v.vm.Kill()
@@ -97,7 +126,7 @@ func bootVM(t testing.TB, img string, snapshot bool) *testVM {
 func (v *testVM) start(snapshot bool) {
 	vm, err := qemu.Start(context.Background(), qemu.Options{
 		Image: v.img, Serial: v.serial, Snapshot: snapshot,
-		Forwards: []qemu.Forward{{Proto: "tcp", HostPort: v.port, GuestPort: 80}},
+		Forwards: v.forwards(),
 	})
 	if err != nil {
 		v.t.Fatal(err)
@@ -105,23 +134,90 @@ func (v *testVM) start(snapshot bool) {
 	v.vm = vm
 }
 
+func (v *testVM) forwards() []qemu.Forward {
+	fw := []qemu.Forward{{Proto: "tcp", HostPort: v.port, GuestPort: 80}}
+	if v.front {
+		fw = append(fw, qemu.Forward{Proto: "tcp", HostPort: v.tlsPort, GuestPort: 443})
+	}
+	return append(fw, v.extra...)
+}
+
 func (v *testVM) url(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", v.port, path) }
 
-// waitHealth waits for /health and returns how long after QEMU's start it came.
+// base is the URL the clients use: the cell's front by the guest's address
+// (dialled through the forward), else the test program's plain port.
+func (v *testVM) base() string {
+	if v.front {
+		return "https://" + guestAddr
+	}
+	return v.url("")
+}
+
+// waitHealth waits for /health and returns how long after QEMU's start it
+// came. On the cell's image it first fetches the CA from http://…/ca.crt (the
+// front's port 80) and then asks over HTTPS, with that CA pinned.
 func (v *testVM) waitHealth(timeout time.Duration) time.Duration {
 	v.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
+	if v.front {
+		pemBytes, err := qemu.WaitHTTP(ctx, v.url("/ca.crt"))
+		if err != nil {
+			v.t.Fatalf("no /ca.crt within %s: %v", timeout, err)
+		}
+		v.ca = x509.NewCertPool()
+		if !v.ca.AppendCertsFromPEM(pemBytes) {
+			v.t.Fatalf("/ca.crt is not a PEM certificate: %q", pemBytes)
+		}
+		v.caFile = filepath.Join(v.t.TempDir(), "ca.pem")
+		os.WriteFile(v.caFile, pemBytes, 0o644)
+		c := v.client(3 * time.Second)
+		for {
+			_, err := c.Health(ctx)
+			if err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				v.t.Fatalf("no /health over HTTPS within %s: %v", timeout, err)
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+		return time.Since(v.vm.Started)
+	}
 	if _, err := qemu.WaitHTTP(ctx, v.url("/health")); err != nil {
 		v.t.Fatalf("no /health within %s: %v", timeout, err)
 	}
 	return time.Since(v.vm.Started)
 }
 
-// client is a client of the test image's program (healthd), whose /info and
-// /update are not the cell's API but answer JSON all the same.
+// httpClient is an HTTP client of the VM: on the cell's image HTTPS to the
+// front with the CA from /ca.crt and the guest's address as the server name.
+func (v *testVM) httpClient() *http.Client {
+	if !v.front {
+		return &http.Client{}
+	}
+	if v.ca == nil {
+		v.t.Fatal("the cell's CA is not fetched yet: waitHealth first")
+	}
+	tlsAddr := fmt.Sprintf("127.0.0.1:%d", v.tlsPort)
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: v.ca, ServerName: guestAddr},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, tlsAddr)
+		}}}
+}
+
+// client is a client of the image's program: the cell's API through its
+// front, or the test program (healthd), whose /info and /update are not the
+// cell's API but answer JSON all the same.
 func (v *testVM) client(timeout time.Duration) *client.Client {
-	return client.New(v.url(""), client.WithTimeout(timeout))
+	opts := []client.Option{client.WithTimeout(timeout)}
+	if v.front {
+		opts = append(opts, client.WithHTTPClient(v.httpClient()))
+	}
+	return client.New(v.base(), opts...)
 }
 
 func (v *testVM) getJSON(path string, dst any) error {
