@@ -94,8 +94,8 @@ func (c *Accounts) login(username, password, src, oldID string) (id string, sess
 		res.release(now)
 		return "", sess, retryAfter(fault.Errorf(fault.ErrTooMany, "too_many_logins", "too many logins from this address lately; try again in %s", waitText(wait)), wait)
 	}
-	if len(password) > names.MaxPasswordLen {
-		res.fail(now)
+	if len(password) > names.MaxPasswordLen || len(username) > maxUsernameLen {
+		res.fail(now) // no one's: a failure, without hashing
 		return "", sess, fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
 	}
 	u, uerr := c.db.Users().Get(username)
@@ -131,6 +131,10 @@ func (c *Accounts) login(username, password, src, oldID string) (id string, sess
 	return id, sess, nil
 }
 
+// maxUsernameLen is more than any account's name can be: a longer one fails
+// without a hash or a lookup.
+const maxUsernameLen = 256
+
 var (
 	userBuckets   = bucketSpec{successLimitUser, successEveryUser}
 	sourceBuckets = bucketSpec{successLimitSource, successEverySource}
@@ -141,7 +145,7 @@ var (
 // long to be anyone's is counted under the source alone.
 func (c *Accounts) reserve(now time.Time, username, src, what string) (*reservation, error) {
 	userKey := "user\x00" + username + "\x00" + src
-	if len(username) > 256 {
+	if len(username) > maxUsernameLen {
 		userKey = "user\x00(too long)\x00" + src
 	}
 	res, wait, ok := c.throttle.reserve(now, userKey, "src\x00"+src)

@@ -18,9 +18,11 @@ import (
 //     demand, the number of hashes it asked for, halved every demandHalfLife. A quiet
 //     address goes before every busy one; among equals, the first come.
 //   - Full room: a newcomer takes the place of the waiter whose source holds the
-//     most (among those, the one that asked most, then the newest), when that source
-//     would still hold at least as many as the newcomer, and more or asked more than
-//     it; the waiter displaced gets login_busy. Otherwise the newcomer gets it.
+//     most (among those, the one that asked most, then the newest) when that source
+//     holds more than one place more than the newcomer's, or one more and it asked at
+//     least as much; the waiter displaced gets login_busy. Otherwise the newcomer
+//     gets it. When a flood of new addresses starts, the first to get places are
+//     level with a quiet newcomer and go first: at most one room of hashes.
 type fairQueue struct {
 	now     func() time.Time
 	places  int

@@ -220,8 +220,9 @@ func TestLockSurvivesATableFlood(t *testing.T) {
 			t.Fatalf("the throttle holds %d keys", k)
 		}
 	}
+	f.want("a name too long to be anyone's", f.login(strings.Repeat("u", 300), wrongPW, "10.2.0.3"), "bad_credentials")
 	if hashes.Load() != 0 {
-		t.Fatalf("%d oversized passwords were hashed", hashes.Load())
+		t.Fatalf("%d oversized passwords or names were hashed", hashes.Load())
 	}
 	if 2*18400 <= accounts.MaxThrottleKeys {
 		t.Fatalf("the flood did not fill the table of %d keys", accounts.MaxThrottleKeys)
@@ -249,7 +250,22 @@ func TestPeerCannotStarveTheAdmin(t *testing.T) {
 	var refused atomic.Int32
 	var wg sync.WaitGroup
 	const each = 10
-	for _, src := range []string{"10.3.0.1", "10.3.0.2"} {
+	// settle waits until every one of the peer's n logins hashes, waits, or was
+	// refused.
+	settle := func(n int) {
+		for {
+			mu.Lock()
+			hashing := len(order)
+			mu.Unlock()
+			if hashing+accounts.Waiting(f.hasher)+int(refused.Load()) == n {
+				return
+			}
+			runtime.Gosched()
+		}
+	}
+	// The first address takes ten places (its limit of attempts at once), the
+	// second as many as its share (17/2) allows, displacing one of the first's.
+	for i, src := range []string{"10.3.0.1", "10.3.0.2"} {
 		for range each {
 			wg.Add(1)
 			go func() {
@@ -259,20 +275,10 @@ func TestPeerCannotStarveTheAdmin(t *testing.T) {
 				}
 			}()
 		}
+		settle((i + 1) * each)
 	}
-	// Settled: every one of the peer's logins hashes, waits, or was refused.
-	for {
-		mu.Lock()
-		hashing := len(order)
-		mu.Unlock()
-		if hashing+accounts.Waiting(f.hasher)+int(refused.Load()) == 2*each {
-			break
-		}
-		runtime.Gosched()
-	}
-	// Two sources' shares: 8 places each of the 17, one hashing and 15 waiting.
-	if w := accounts.Waiting(f.hasher); w != accounts.MaxWaiting-1 {
-		t.Fatalf("the peer holds %d waiting places, want %d", w, accounts.MaxWaiting-1)
+	if w := accounts.Waiting(f.hasher); w != accounts.MaxWaiting {
+		t.Fatalf("the peer holds %d waiting places, want all %d", w, accounts.MaxWaiting)
 	}
 	for len(waiting) > 0 {
 		<-waiting
