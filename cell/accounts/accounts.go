@@ -141,8 +141,8 @@ var (
 )
 
 // reserve counts an attempt at username's password from the source group src
-// under both throttle keys, or refuses it with how long to wait. A username too
-// long to be anyone's is counted under the source alone.
+// under both throttle keys, or refuses it with how long to wait. Every username
+// too long to be anyone's counts as one.
 func (c *Accounts) reserve(now time.Time, username, src, what string) (*reservation, error) {
 	userKey := "user\x00" + username + "\x00" + src
 	if len(username) > maxUsernameLen {
