@@ -64,7 +64,7 @@ func TestEveryRouteHasACase(t *testing.T) {
 	}
 }
 
-// TestRouteTable sends every registered route the bad requests of DESIGN.md §7 and
+// TestRouteTable sends every registered route the bad requests a hostile client would and
 // checks each gets the right 4xx, never a 5xx.
 func TestRouteTable(t *testing.T) {
 	e := newEnv(t)

@@ -10,7 +10,7 @@ import (
 )
 
 // fixFAT32 corrects the two things in go-diskfs' FAT32 output that Debian's
-// fsck.vfat refuses (see DESIGN.md, known facts): the ".." entry of a directory
+// fsck.vfat refuses (see this package's doc): the ".." entry of a directory
 // directly under the root must name cluster 0, not the root's cluster, and the
 // FSInfo free-cluster count must be the real count, not left uninitialised.
 // Some UEFI firmware and the Pi's boot ROM are less forgiving than Linux, so
