@@ -34,6 +34,7 @@ import (
 	"github.com/pic-cell/cell/cell/reconcile"
 	"github.com/pic-cell/cell/cell/settings"
 	"github.com/pic-cell/cell/cell/setup"
+	"github.com/pic-cell/cell/cell/tlsconf"
 	"github.com/pic-cell/cell/cell/vault"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
@@ -94,6 +95,7 @@ func New(o Options) (*Cell, error) {
 	c.Config.Register(health.Section())
 	c.Config.Register(dns.Section())
 	c.Config.Register(audit.Section())
+	c.Config.Register(tlsconf.Section())
 	var err error
 	if c.Audit, err = audit.Open(o.DB, o.Logs.Logger("audit"), o.Now, o.Rand); err != nil {
 		return nil, err
@@ -107,6 +109,7 @@ func New(o Options) (*Cell, error) {
 	}
 	c.Health = health.New(o.DB, o.Now, Version, audit.KeyName)
 	c.Health.Register("audit", c.Audit.Check)
+	c.Health.Register("disk", o.DB.CheckDisk) // the data partition's free space (storage/space.go)
 
 	var net network = offline{}
 	var settle func(context.Context) error

@@ -71,6 +71,23 @@ type DNSSection struct {
 	Burst         int      `json:"burst"`           // 0 is the server's default (100)
 }
 
+// TLSSection is the "tls" section of the config document: how the front gets
+// the certificate of the cell's domain. Off by default: a home cell's domain
+// often does not point at it (or its port 80 is not reachable from the
+// internet), and then only the vault's CA can sign for it.
+type TLSSection struct {
+	// ACME: ask a public CA (ACME, HTTP-01 on port 80) for the domain's
+	// certificate first; the vault's CA stays the fallback.
+	ACME bool `json:"acme"`
+	// ACMECA is the CA's directory URL (https); "" is Let's Encrypt's.
+	ACMECA string `json:"acme_ca"`
+	// Email is given to the CA with the account (optional).
+	Email string `json:"email"`
+	// ACMECARoot is a PEM root to trust for the CA's directory besides the
+	// system's (a private ACME CA's); optional.
+	ACMECARoot string `json:"acme_ca_root,omitempty"`
+}
+
 // Snapshot is one read transaction's worth of state, plus the host.
 type Snapshot struct {
 	SetUp    bool // false before setup: nothing to build
@@ -80,6 +97,7 @@ type Snapshot struct {
 	Forwards []storage.Forward
 	Domain   string // the cell's domain: its zone
 	DNS      DNSSection
+	TLS      TLSSection
 	Records  []storage.DNSRecord // the zone's custom records
 	Host     Host
 }
@@ -102,6 +120,17 @@ type Desired struct {
 type Front struct {
 	Names     []string     // the cell's domain (once set up), then the host's names
 	Addresses []netip.Addr // the host's, then the tunnel's (once set up)
+	// ACME is set when the tls section turns ACME on (and the cell has a
+	// domain): the names to ask the public CA for first.
+	ACME *FrontACME `json:",omitempty"`
+}
+
+// FrontACME is the public CA the front asks first for Names.
+type FrontACME struct {
+	Names     []string // the cell's domain
+	Directory string   // "" is Let's Encrypt's
+	Email     string
+	RootPEM   string // extra root for the directory's TLS
 }
 
 // Build computes Desired from s. It is pure: same snapshot, same answer.
@@ -172,6 +201,9 @@ func buildFront(s Snapshot) *Front {
 	f := &Front{}
 	if s.SetUp && s.Domain != "" {
 		f.Names = append(f.Names, s.Domain)
+		if s.TLS.ACME {
+			f.ACME = &FrontACME{Names: []string{s.Domain}, Directory: s.TLS.ACMECA, Email: s.TLS.Email, RootPEM: s.TLS.ACMECARoot}
+		}
 	}
 	for _, n := range s.Host.FrontNames {
 		if !slices.Contains(f.Names, n) {

@@ -120,3 +120,24 @@ func readable(d Desired) any {
 	return map[string]any{"Addresses": d.Addresses, "WireGuard": wg, "Links": d.Links, "Firewall": d.Firewall,
 		"Userspace": d.Userspace, "DNS": d.DNS, "Front": d.Front}
 }
+
+// The tls section's ACME reaches the front for the cell's domain alone, once
+// the cell has one; off, the front has no ACME.
+func TestBuildFrontACME(t *testing.T) {
+	host := Host{Front: true, FrontNames: []string{"localhost"}, HostAddrs: []netip.Addr{netip.MustParseAddr("192.168.1.20")}}
+	s := snapshot(host)
+	if d := Build(s); d.Front == nil || d.Front.ACME != nil {
+		t.Fatalf("ACME off: %+v", d.Front)
+	}
+	s.TLS = TLSSection{ACME: true, ACMECA: "https://acme.example/directory", Email: "admin@example.org", ACMECARoot: "PEM"}
+	d := Build(s)
+	want := &FrontACME{Names: []string{s.Domain}, Directory: "https://acme.example/directory", Email: "admin@example.org", RootPEM: "PEM"}
+	if d.Front == nil || d.Front.ACME == nil || !slices.Equal(d.Front.ACME.Names, want.Names) || d.Front.ACME.Directory != want.Directory ||
+		d.Front.ACME.Email != want.Email || d.Front.ACME.RootPEM != want.RootPEM {
+		t.Errorf("ACME on: %+v", d.Front)
+	}
+	s.SetUp = false
+	if d := Build(s); d.Front == nil || d.Front.ACME != nil {
+		t.Errorf("before setup (no domain yet): %+v", d.Front)
+	}
+}

@@ -325,6 +325,9 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 		if err := doc.Decode("dns", &s.DNS); err != nil {
 			return err
 		}
+		if err := doc.Decode("tls", &s.TLS); err != nil {
+			return err
+		}
 		if s.Records, err = l.db.DNSRecords().ListTx(tx); err != nil {
 			return err
 		}

@@ -166,6 +166,9 @@ func (p *frontPart) Set(pf plan.Front) error {
 	if p.http != "" {
 		cfg.HTTP = []string{p.http}
 	}
+	if a := pf.ACME; a != nil {
+		cfg.ACME = &front.ACME{Names: a.Names, Email: a.Email, Directory: a.Directory, RootsPEM: []byte(a.RootPEM)}
+	}
 	return f.Set(cfg)
 }
 

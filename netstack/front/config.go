@@ -44,7 +44,14 @@ type ACME struct {
 	Names     []string // the public names to ask it for (a subset of Config.Names)
 	Email     string   // optional
 	Directory string   // "" is Let's Encrypt's production directory
+	// RootsPEM are roots to trust for the CA's directory besides the
+	// system's (a private ACME CA's, a test CA's). Set writes them to
+	// StorageDir/acme-roots.pem, which the config names.
+	RootsPEM []byte
 }
+
+// acmeRootsFile is where Set writes ACME.RootsPEM.
+func (c Config) acmeRootsFile() string { return filepath.Join(c.StorageDir, "acme-roots.pem") }
 
 // Subjects are the names and addresses a certificate is made for, in order.
 func (c Config) Subjects() []string {
@@ -212,11 +219,23 @@ func BuildJSON(cfg Config, name string) ([]byte, error) {
 		if cfg.ACME.Directory != "" {
 			acme["ca"] = cfg.ACME.Directory
 		}
+		if len(cfg.ACME.RootsPEM) > 0 {
+			acme["trusted_roots_pem_files"] = []string{cfg.acmeRootsFile()}
+		}
 		policies = append(policies, map[string]any{"subjects": public, "issuers": []any{acme, vault("acme")},
 			"disable_ocsp_stapling": true, "key_type": "p256"})
 	}
-	policies = append(policies, map[string]any{"subjects": subjects, "issuers": []any{vault("vault")},
-		"disable_ocsp_stapling": true, "key_type": "p256"})
+	// Caddy takes a name's first policy and refuses a name in two.
+	var rest []string
+	for _, s := range subjects {
+		if !slices.Contains(cfg.acmeSubjects(), s) {
+			rest = append(rest, s)
+		}
+	}
+	if len(rest) > 0 {
+		policies = append(policies, map[string]any{"subjects": rest, "issuers": []any{vault("vault")},
+			"disable_ocsp_stapling": true, "key_type": "p256"})
+	}
 	doc := map[string]any{
 		"admin":   map[string]any{"disabled": true, "config": map[string]any{"persist": false}},
 		"logging": map[string]any{"logs": map[string]any{"default": map[string]any{"writer": map[string]any{"output": logModule, "front": name}}}},

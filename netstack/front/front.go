@@ -32,6 +32,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"reflect"
 	"slices"
 	"sort"
@@ -129,6 +130,14 @@ func (f *Front) Set(cfg Config) error {
 	defer f.mu.Unlock()
 	if f.running && string(raw) == string(f.last) {
 		return nil
+	}
+	if cfg.ACME != nil && len(cfg.ACME.RootsPEM) > 0 {
+		if err := os.MkdirAll(cfg.StorageDir, 0o700); err != nil {
+			return fmt.Errorf("front: %w", err)
+		}
+		if err := os.WriteFile(cfg.acmeRootsFile(), cfg.ACME.RootsPEM, 0o600); err != nil {
+			return fmt.Errorf("front: the ACME CA's roots: %w", err)
+		}
 	}
 	if err := caddy.Load(raw, false); err != nil {
 		return fmt.Errorf("front: %w", err)

@@ -116,7 +116,8 @@ func TestBuildJSONGolden(t *testing.T) {
 	dev := Config{HTTPS: []string{"127.0.0.1:8443"}, HTTP: []string{"127.0.0.1:8080"},
 		Names: []string{"localhost", "Home.Example.org."}, Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.77.0.1")},
 		APISocket: "/home/dev/cell/var/run/api.sock", RootPEM: []byte(rootPEM), StorageDir: "/home/dev/cell/var/caddy",
-		CertTTL: 7 * 24 * time.Hour, ACME: &ACME{Names: []string{"home.example.org", "not-a-subject.example"}, Email: "admin@example.org"}}
+		CertTTL: 7 * 24 * time.Hour, ACME: &ACME{Names: []string{"home.example.org", "not-a-subject.example"}, Email: "admin@example.org",
+			Directory: "https://acme.example/directory", RootsPEM: []byte(rootPEM)}}
 	raw, err = BuildJSON(dev, "cell")
 	if err != nil {
 		t.Fatal(err)
