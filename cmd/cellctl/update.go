@@ -32,7 +32,7 @@ func (c *CLI) update(args []string) error {
 		}
 	}
 	fmt.Fprintln(c.Stderr, "usage: cellctl update build -key FILE [-config config.json] [-version V] [-min-version V] -o FILE\n"+
-		"       cellctl update push -device URL -bundle FILE [-user admin] [-password-file FILE]")
+		"       cellctl update push -device https://CELL -bundle FILE [-user admin] [-password-file FILE] [-ca FILE] [-connect HOST:PORT]")
 	return errUsage
 }
 
@@ -126,7 +126,9 @@ func (p *progress) add(n int64, end bool) {
 
 func (c *CLI) updatePush(args []string) error {
 	fs := c.newFlagSet("update push")
-	device := fs.String("device", "", "the cell's API URL, e.g. http://192.168.1.20")
+	device := fs.String("device", "", "the cell, e.g. https://192.168.1.20 (its CA kept by cellctl trust; http:// only on this machine)")
+	var cf cellFlags
+	cf.register(fs)
 	bundlePath := fs.String("bundle", "cell.bundle", "the bundle to send")
 	user := fs.String("user", "admin", "an admin account")
 	pwFile := fs.String("password-file", "", "file holding the password (default: $CELL_PASSWORD)")
@@ -134,8 +136,9 @@ func (c *CLI) updatePush(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *device == "" {
-		return errors.New("-device is required")
+	cc, err := c.dial(*device, cf, time.Minute)
+	if err != nil {
+		return err
 	}
 	password := os.Getenv("CELL_PASSWORD")
 	if *pwFile != "" {
@@ -146,13 +149,16 @@ func (c *CLI) updatePush(args []string) error {
 		password = strings.TrimRight(string(b), "\r\n")
 	}
 	ctx := context.Background()
-	cc := client.New(*device, client.WithTimeout(time.Minute))
-	if err := cc.Login(ctx, *user, password); err != nil {
+	if err := cc.explain(cc.Login(ctx, *user, password)); err != nil {
+		var refused *trustError
+		if errors.As(err, &refused) {
+			return err
+		}
 		return fmt.Errorf("login: %w", err)
 	}
 	before, err := cc.SystemUpdateStatus(ctx)
 	if err != nil {
-		return err
+		return cc.explain(err)
 	}
 	f, err := os.Open(*bundlePath)
 	if err != nil {
@@ -168,6 +174,9 @@ func (c *CLI) updatePush(args []string) error {
 	bar := &progress{w: c.Stderr, total: fi.Size(), lastPct: -1}
 	accepted, err := cc.PushUpdate(push, f, func(sent, total int64) { bar.add(sent-bar.done, sent == total) })
 	if err != nil {
+		if !isAPIError(err) {
+			return fmt.Errorf("sending the bundle: %w", cc.explain(err))
+		}
 		return fmt.Errorf("the cell refused the bundle: %w", err)
 	}
 	fmt.Fprintf(c.Stdout, "accepted version %s; the cell reboots into it on trial (it ran %s)\n", accepted.Version, before.Running)
@@ -180,7 +189,7 @@ func (c *CLI) updatePush(args []string) error {
 // waitOutcome polls until the cell reports the outcome of installing version.
 // The cell goes away while it reboots (once or twice), so errors are expected
 // for a while.
-func (c *CLI) waitOutcome(cc *client.Client, user, password, version string, wait time.Duration) error {
+func (c *CLI) waitOutcome(cc *cell, user, password, version string, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	var lastErr error
 	for time.Now().Before(deadline) {
@@ -192,7 +201,11 @@ func (c *CLI) waitOutcome(cc *client.Client, user, password, version string, wai
 		}
 		cancel()
 		if err != nil {
-			lastErr = err
+			lastErr = cc.explain(err)
+			var refused *trustError
+			if errors.As(lastErr, &refused) {
+				return lastErr // the cell came back as another: ask it nothing more
+			}
 			continue
 		}
 		if st.Update.Version != version {
@@ -207,4 +220,11 @@ func (c *CLI) waitOutcome(cc *client.Client, user, password, version string, wai
 		}
 	}
 	return fmt.Errorf("no outcome within %s (last error: %v)", wait, lastErr)
+}
+
+// isAPIError reports whether err is an answer of the cell (not a failure to
+// reach it).
+func isAPIError(err error) bool {
+	var e *client.Error
+	return errors.As(err, &e)
 }

@@ -54,7 +54,8 @@ type Package struct {
 // Settings are optional; zero values mean the documented default.
 type Settings struct {
 	// HealthURL is what the trial boot polls on the device to decide whether a new
-	// root is healthy (default http://127.0.0.1:80/health: the cell on the LAN port).
+	// root is healthy (default http://127.0.0.1:3000/health: the cell's API on
+	// loopback, as config.json runs it behind the front, which serves only HTTPS).
 	HealthURL string `json:"health_url,omitempty"`
 	// TrialTimeout bounds how long a new root may take to become healthy before the
 	// device reboots into the old one (default 180s; QEMU without KVM needs ~60s).
@@ -93,7 +94,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // Defaults of Settings.
 const (
-	DefaultHealthURL    = "http://127.0.0.1:80/health"
+	DefaultHealthURL    = "http://127.0.0.1:3000/health"
 	DefaultTrialTimeout = 180 * time.Second
 	defaultBootMiB      = 100
 	defaultRootMiB      = 256

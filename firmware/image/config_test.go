@@ -101,3 +101,15 @@ func TestConfigCellSetupCodeFile(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultHealthURL: a config without health_url has the trial boot ask the
+// API on loopback, where config.json runs it behind the front (the front's
+// port 80 only redirects).
+func TestDefaultHealthURL(t *testing.T) {
+	if got := (Settings{}).healthURL(); got != "http://127.0.0.1:3000/health" {
+		t.Errorf("default health URL %q, want the API's http://127.0.0.1:3000/health", got)
+	}
+	if got := (Settings{HealthURL: "http://127.0.0.1:9/health"}).healthURL(); got != "http://127.0.0.1:9/health" {
+		t.Errorf("health URL %q, want the config's", got)
+	}
+}

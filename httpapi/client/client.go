@@ -3,6 +3,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +39,9 @@ type Client struct {
 	base    string
 	hc      *http.Client
 	timeout time.Duration
+	tls     *tls.Config       // WithTLSConfig, WithRootCAs, WithPinnedCA; applied last
+	pin     *x509.Certificate // WithPinnedCA
+	err     error             // an option that could not be applied
 
 	mu        sync.RWMutex
 	csrf      string
@@ -84,6 +89,7 @@ func New(baseURL string, opts ...Option) *Client {
 	for _, o := range opts {
 		o(c)
 	}
+	c.applyTLS()
 	return c
 }
 
@@ -200,6 +206,9 @@ func (c *Client) call(ctx context.Context, method, path string, in any, want int
 }
 
 func (c *Client) send(ctx context.Context, method, path string, in any, want int, out any) error {
+	if c.err != nil {
+		return c.err
+	}
 	body, ctype, size, err := encodeBody(in)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)
@@ -225,7 +234,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any, want int
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return err
+		return c.tlsError(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {

@@ -6,7 +6,7 @@
 //
 // # Use
 //
-//	c := client.New("http://192.168.1.20")
+//	c := client.New("https://192.168.1.20", client.WithPinnedCA(ca))
 //	if err := c.Login(ctx, "admin", password); err != nil {
 //		return err
 //	}
@@ -23,6 +23,17 @@
 //
 // Before the cell is set up, its wizard's changes need the cell's one-time setup
 // code instead: UseSetupCode makes the Client send it as X-Setup-Code on them.
+//
+// # HTTPS and the cell's CA
+//
+// A cell answers only over HTTPS, through its front, with certificates of its
+// own CA (served at http://CELL/ca.crt). WithPinnedCA makes that CA the only
+// root for the cell and refuses any other with a *CAMismatchError naming both
+// fingerprints (Fingerprint: SHA-256, hex pairs and colons, as the vault shows
+// it); WithRootCAs and WithTLSConfig set the roots or the whole TLS
+// configuration. Without them the system's roots are used.
+//
+//	c := client.New("https://192.168.1.20", client.WithPinnedCA(ca))
 //
 // # Errors
 //
