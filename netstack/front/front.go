@@ -17,7 +17,9 @@
 // Certificates: one per name and address (Config.Subjects), managed by
 // certmagic (obtained at once, renewed when a third of their life is left,
 // kept in Config.StorageDir). For public names listed in Config.ACME a public
-// CA is asked first (HTTP-01), the vault being the fallback. Caddy is a
+// CA is asked first (HTTP-01 on port 80: the name must point at the cell),
+// the vault being the fallback (the "tls" section of the config turns it on;
+// netstack/system's TestFrontACME runs it against Caddy's acme_server). Caddy is a
 // process-wide singleton: one Front runs at a time.
 package front
 
@@ -212,7 +214,10 @@ func (f *Front) Certificates() []CertStatus {
 }
 
 // Renew makes a new certificate for every subject now, whatever their age, and
-// serves them at once. It returns every subject's error.
+// serves them at once. It returns every subject's error. A public name whose
+// CA fails gets the vault's certificate, yet keeps serving a still valid one
+// from the CA: certmagic serves the most recently issued of its issuers'
+// certificates, and the vault's are backdated.
 func (f *Front) Renew(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
