@@ -24,7 +24,7 @@ const module = "github.com/pic-cell/cell"
 // capability-free vocabulary (errors, names, logging, the network plan).
 // A leaf may import only storage/... and other leaves; every other cell/X is a
 // capability.
-var leaves = []string{"cell/config", "cell/fault", "cell/logs", "cell/names", "cell/plan"}
+var leaves = []string{"cell/config", "cell/fault", "cell/logs", "cell/lowprio", "cell/names", "cell/plan"}
 
 // leafExtra are what a leaf may import beyond storage and the other leaves:
 // the plan is the desired state of the netstack parts, in their own types.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pic-cell/cell/cell/lowprio"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -81,7 +82,7 @@ func (h *Hasher) hashUnlimited(password string) string {
 		panic("cell: the random source failed: " + err.Error())
 	}
 	var key []byte
-	lowPriority(func() { key = argon2.IDKey([]byte(password), salt, argonTime, h.memory, argonThreads, argonKeyLen) })
+	lowprio.Run(func() { key = argon2.IDKey([]byte(password), salt, argonTime, h.memory, argonThreads, argonKeyLen) })
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.memory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
@@ -96,7 +97,7 @@ func (h *Hasher) Verify(source, phc, password string) (bool, error) {
 	defer h.queue.release(source)
 	h.hooked(source)
 	ok := false
-	lowPriority(func() {
+	lowprio.Run(func() {
 		if phc == "" {
 			verifyPHC(h.dummy, password)
 			return

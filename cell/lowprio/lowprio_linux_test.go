@@ -1,4 +1,4 @@
-package accounts
+package lowprio
 
 import (
 	"runtime"
@@ -23,12 +23,12 @@ func TestLowPriorityThread(t *testing.T) {
 	before := niceOfThisThread(t)
 	var inside int
 	ran := false
-	lowPriority(func() { ran = true; inside = niceOfThisThread(t) })
+	Run(func() { ran = true; inside = niceOfThisThread(t) })
 	if !ran {
 		t.Fatal("fn did not run")
 	}
-	if inside < hashNice && inside != 19 {
-		t.Fatalf("niceness while hashing = %d, want at least %d", inside, hashNice)
+	if inside < Nice && inside != 19 {
+		t.Fatalf("niceness inside Run = %d, want at least %d", inside, Nice)
 	}
 	if after := niceOfThisThread(t); after != before {
 		t.Fatalf("the caller's thread niceness changed: %d -> %d", before, after)
