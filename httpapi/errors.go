@@ -52,6 +52,9 @@ func statusOf(err error) (status int, code, message string) {
 		status = http.StatusUnsupportedMediaType
 	case errors.Is(err, fault.ErrUnavailable):
 		status = http.StatusServiceUnavailable
+	case errors.Is(err, storage.ErrNoSpace):
+		// Before the others' default: the message says how much is free.
+		return http.StatusInsufficientStorage, "insufficient_storage", err.Error()
 	default:
 		// Not a kind the cell names: a fault of ours, not of the input. The message
 		// is logged, not shown, since it may name internals.
@@ -88,6 +91,8 @@ func defaultCode(status int) string {
 		return "unsupported_media_type"
 	case http.StatusServiceUnavailable:
 		return "unavailable"
+	case http.StatusInsufficientStorage:
+		return "insufficient_storage"
 	}
 	return "error"
 }

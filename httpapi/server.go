@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
+	"reflect"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -47,6 +49,15 @@ const SessionCookie = "pic_session"
 // DefaultMaxBody caps request bodies unless a route says otherwise.
 const DefaultMaxBody = 1 << 20
 
+// Time limits on reading a request's body, from the end of its headers: a body
+// declared but not sent (or sent a byte a minute) never holds a connection longer.
+// The long one is only for routes that take more than DefaultMaxBody (the
+// update bundle); the http.Server's ReadTimeout is the outer bound of both.
+const (
+	DefaultBodyTime = 30 * time.Second
+	LargeBodyTime   = 5 * time.Minute
+)
+
 // Route is one endpoint.
 type Route struct {
 	Method     string
@@ -75,6 +86,7 @@ type Request struct {
 	SessionID string
 	SourceIP  string
 	route     *Route
+	body      io.Reader // the capped body (the request's own is left for net/http)
 
 	// Set by handlers for the audit entry.
 	TargetID string
@@ -99,9 +111,10 @@ func (r *Request) Detail(k, v string) {
 	r.Details[k] = v
 }
 
-// Decode reads a JSON body strictly into dst.
+// Decode reads a JSON body strictly into dst: unknown fields, keys that match a
+// field only when case is ignored, and duplicate keys at any depth are refused.
 func (r *Request) Decode(dst any) error {
-	raw, err := r.Body()
+	raw, err := r.readBody()
 	if err != nil {
 		return err
 	}
@@ -125,22 +138,61 @@ func (r *Request) Decode(dst any) error {
 	if dec.More() {
 		return fault.Invalid("malformed_json", "the body must hold exactly one JSON value")
 	}
-	return nil
+	return strictKeys(raw, reflect.TypeOf(dst))
 }
 
-// Body reads the whole (capped) body once, checking its media type.
+// Body reads the whole (capped) body once, checking its media type; a JSON
+// object in it with a key twice is refused.
 func (r *Request) Body() ([]byte, error) {
+	raw, err := r.readBody()
+	if err != nil {
+		return nil, err
+	}
+	if err := strictKeys(raw, nil); err != nil && !errors.Is(err, errNotJSON) {
+		return nil, err
+	}
+	return raw, nil
+}
+
+func (r *Request) readBody() ([]byte, error) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
 			return nil, fmt.Errorf("send the body as application/json, not %q: %w", ct, errMediaType)
 		}
 	}
-	raw, err := io.ReadAll(r.Request.Body)
+	body := r.body
+	if body == nil {
+		body = r.Request.Body
+	}
+	raw, err := io.ReadAll(body)
 	if err != nil {
-		return nil, err
+		return nil, bodyError(err)
 	}
 	return raw, nil
+}
+
+// errTruncated and errBodyTimeout are a body the client stopped sending: it
+// went away mid-body, or did not finish within the route's time.
+var (
+	errTruncated   = fault.Invalid("truncated_body", "the request body ended before its declared length")
+	errBodyTimeout = fault.Errorf(fault.ErrInvalid, "body_timeout", "the request body did not arrive in time")
+)
+
+// bodyError names a failed read of the body: too large stays as it is (413),
+// a body cut short is the client's (400), not the cell's.
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &mbe):
+		return err
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
+		return errBodyTimeout
+	default:
+		// io.ErrUnexpectedEOF, a reset connection, bad chunked framing.
+		return fmt.Errorf("%w (%v)", errTruncated, err)
+	}
 }
 
 // Server is the HTTP API.
@@ -153,7 +205,10 @@ type Server struct {
 	setupDone atomic.Bool
 	// SecureCookies forces the cookie's Secure flag (set behind TLS).
 	SecureCookies bool
-	extra         []func(*Server) []Route
+	// Space, when set, is asked before every change (login aside): an error
+	// (storage.ErrNoSpace: 507) refuses it.
+	Space func() error
+	extra []func(*Server) []Route
 }
 
 // New builds the API over deps; extra areas (added by later parts) register through
@@ -198,9 +253,11 @@ func (s *Server) Handler() http.Handler {
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		refuseEarly(w, req)
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+req.URL.Path)
 	})
 	r.MethodNotAllowed = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		refuseEarly(w, req)
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", req.Method+" is not allowed on "+req.URL.Path+" (allowed: "+w.Header().Get("Allow")+")")
 	})
 	r.PanicHandler = func(w http.ResponseWriter, req *http.Request, v any) {
@@ -215,7 +272,32 @@ func (s *Server) Handler() http.Handler {
 		}
 	}
 	s.router = r
-	return securityHeaders(r)
+	return securityHeaders(bodyTime(r))
+}
+
+// bodyTime gives every request DefaultBodyTime to send its body; a route that
+// takes large bodies extends it (serve).
+func bodyTime(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			// Not every ResponseWriter has a connection (httptest's recorder).
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(DefaultBodyTime))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// refuseEarly is for an answer given without reading the body: the connection
+// closes after it instead of reading what the client may still send (or never
+// sends) to reuse the connection.
+func refuseEarly(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 {
+		return
+	}
+	w.Header().Set("Connection", "close")
+	// net/http still closes the body after the handler, which reads a small
+	// remainder: let that read end at once.
+	http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // securityHeaders sets the headers every answer of the API carries (the front
@@ -332,11 +414,22 @@ func (s *Server) serve(rt *Route) httprouter.Handle {
 		if limit == 0 {
 			limit = DefaultMaxBody
 		}
-		hr.Body = http.MaxBytesReader(w, hr.Body, limit)
-		req := &Request{Request: hr, W: w, Params: ps, SourceIP: sourceIP(hr), route: rt}
+		if limit > DefaultMaxBody && hr.ContentLength != 0 {
+			http.NewResponseController(w).SetReadDeadline(time.Now().Add(LargeBodyTime))
+		}
+		// The capped reader is the handler's; hr.Body stays net/http's own, so
+		// that after an answer it can tell what is left to read, or skip it.
+		req := &Request{Request: hr, W: w, Params: ps, SourceIP: sourceIP(hr), route: rt,
+			body: http.MaxBytesReader(w, hr.Body, limit)}
 		v, err := s.authorize(req)
-		if err == nil {
+		if err != nil {
+			refuseEarly(w, hr)
+		} else {
 			v, err = rt.Handle(req)
+		}
+		if errors.Is(err, errTruncated) || errors.Is(err, errBodyTimeout) {
+			// What is left of the body cannot be told from a next request.
+			w.Header().Set("Connection", "close")
 		}
 		if mutating(hr.Method) && !(req.audited && err == nil) {
 			if aerr := s.audit(req, err); aerr != nil && err == nil {
@@ -354,6 +447,8 @@ func (s *Server) serve(rt *Route) httprouter.Handle {
 			status, code, msg = statusOf(err)
 			if status >= 500 {
 				s.log.Error("request failed", "method", hr.Method, "route", rt.Path, "err", err)
+			} else if errors.Is(err, errTruncated) || errors.Is(err, errBodyTimeout) {
+				s.log.Debug("request body cut short", "method", hr.Method, "route", rt.Path, "err", err)
 			}
 			writeError(w, status, code, msg)
 		} else if raw, ok := v.(Raw); ok {
@@ -388,6 +483,13 @@ func (s *Server) authorize(req *Request) (any, error) {
 	if mutating(req.Method) && crossSite(req.Request) {
 		return nil, fault.Errorf(fault.ErrForbidden, "cross_site", "requests from another site are refused")
 	}
+	// A nearly full disk refuses changes before they start (507), so none
+	// fails part-way; reads go on, and so does login while it can.
+	if mutating(req.Method) && s.Space != nil && rt.Path != "/api/auth/login" {
+		if err := s.Space(); err != nil {
+			return nil, err
+		}
+	}
 	if c, err := req.Cookie(SessionCookie); err == nil && c.Value != "" {
 		req.SessionID = c.Value
 		if sess, err := s.deps.Auth.Session(c.Value); err == nil {
@@ -416,13 +518,21 @@ func (s *Server) authorize(req *Request) (any, error) {
 	if rt.Access == Admin && strings.HasPrefix(rt.Path, "/api/peer/") {
 		return nil, fault.Errorf(fault.ErrForbidden, "wrong_role", "this is for a peer's own login")
 	}
-	if mutating(req.Method) && !strings.HasPrefix(rt.Path, "/api/auth/") && !strings.HasPrefix(rt.Path, "/api/setup/") {
+	if mutating(req.Method) && !csrfExempt(rt.Path) {
 		tok := req.Header.Get("X-CSRF-Token")
 		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(req.Session.CSRFToken)) != 1 {
 			return nil, fault.Errorf(fault.ErrForbidden, "bad_csrf_token", "missing or wrong X-CSRF-Token header: get one from GET /api/auth/csrf-token")
 		}
 	}
 	return nil, nil
+}
+
+// csrfExempt names the changes that need no CSRF token: the wizard's (no
+// session yet; the setup code guards them) and login (no session yet). Every
+// other change under /api/auth/ (logout, change-password, the admin's
+// reset-password) needs it like any other.
+func csrfExempt(path string) bool {
+	return strings.HasPrefix(path, "/api/setup/") || path == "/api/auth/login"
 }
 
 // audit writes the entry of a change or a refused attempt at one. A refusal of a
