@@ -57,6 +57,9 @@ type Options struct {
 	// HashMemoryKiB lowers argon2id's memory in tests only; zero means the production
 	// 19 MiB, and anything below it is refused outside tests by the daemon's flags.
 	HashMemoryKiB uint32
+	// OwnTCPPorts are the TCP ports the daemon listens on (the API's, the
+	// front's): no port forward may take one. nil: 80, 443 and 3000.
+	OwnTCPPorts []int
 }
 
 // Cell is the running cell: its capabilities, and the loops Start runs.
@@ -130,7 +133,7 @@ func New(o Options) (*Cell, error) {
 	c.DNS = dns.New(o.DB, net, c.Audit, o.Now)
 	c.Setup = setup.New(o.DB, hasher, c.Audit, c.Config, o.Now, settle)
 	c.Peers = peers.New(peers.Options{DB: o.DB, Hasher: hasher, Audit: c.Audit, Network: net, Now: o.Now, Rand: o.Rand,
-		CellKey: func() (wireguard.Key, error) { return reconcile.CellKey(o.DB, o.Rand) }})
+		CellKey: func() (wireguard.Key, error) { return reconcile.CellKey(o.DB, o.Rand) }, OwnTCPPorts: o.OwnTCPPorts})
 	// Effects across capabilities, in the storing transaction.
 	c.Peers.OnCreate(c.DNS.PeerNameFree)
 	return c, nil

@@ -70,6 +70,7 @@ type Peers struct {
 	onCreate  []Hook
 	onDelete  []Hook
 	cellKeyFn func() (wireguard.Key, error)
+	ownTCP    []int // OwnTCPPorts
 }
 
 // Options are what the root hands the capability.
@@ -82,11 +83,14 @@ type Options struct {
 	Rand    io.Reader
 	// CellKey returns the cell's WireGuard private key (created once).
 	CellKey func() (wireguard.Key, error)
+	// OwnTCPPorts are the TCP ports the cell listens on itself (the API's,
+	// the front's), which no forward may take; nil: 80, 443 and 3000.
+	OwnTCPPorts []int
 }
 
 // New returns the capability.
 func New(o Options) *Peers {
-	return &Peers{db: o.DB, hasher: o.Hasher, audit: o.Audit, net: o.Network, now: o.Now, rand: o.Rand, cellKeyFn: o.CellKey}
+	return &Peers{db: o.DB, hasher: o.Hasher, audit: o.Audit, net: o.Network, now: o.Now, rand: o.Rand, cellKeyFn: o.CellKey, ownTCP: o.OwnTCPPorts}
 }
 
 // OnCreate registers a hook run in the transaction that adds a peer.

@@ -160,9 +160,14 @@ func (c *Peers) SetPeerPolicy(ctx context.Context, name string, ch PolicyChange,
 }
 
 // reservedPorts are the cell's own ports on the WAN side, which no forward
-// may take: its web UI and DNS (TCP), DNS and WireGuard (UDP).
-func reservedPorts(sn config.Subnets) map[string][]int {
-	return map[string][]int{"tcp": {53, 80, 443, 3000}, "udp": {53, sn.Port}}
+// may take: DNS and the ports it listens on (own: the API's and the front's,
+// from the daemon's listen addresses; nil: the defaults 80, 443, 3000) on TCP,
+// DNS and WireGuard (its configured port) on UDP.
+func reservedPorts(sn config.Subnets, own []int) map[string][]int {
+	if own == nil {
+		own = []int{80, 443, 3000}
+	}
+	return map[string][]int{"tcp": append([]int{53}, own...), "udp": {53, sn.Port}}
 }
 
 func checkForwardRef(proto string, port int) error {
@@ -196,7 +201,7 @@ func (c *Peers) AddForward(ctx context.Context, in NewForward, audit storage.Ent
 	if live := c.net.Live(); live.Mode != "" && !live.Firewall {
 		return Forward{}, fault.Errorf(fault.ErrConflict, "forwards_need_tun", "port forwards need the kernel firewall: this cell runs WireGuard in %s mode (start it with -wg-mode tun)", live.Mode)
 	}
-	for _, p := range reservedPorts(sn)[in.Proto] {
+	for _, p := range reservedPorts(sn, c.ownTCP)[in.Proto] {
 		if p == in.Port {
 			return Forward{}, fault.Errorf(fault.ErrConflict, "port_reserved", "%s port %d is the cell's own", in.Proto, in.Port)
 		}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +72,24 @@ func parseFlags(args []string) (flags, error) {
 	return f, err
 }
 
+// ownTCPPorts are the TCP ports the daemon listens on: the API's and the
+// front's. No port forward may take one (cell/peers).
+func ownTCPPorts(listen string, fp *frontPart) []int {
+	addrs := []string{listen}
+	if fp != nil {
+		addrs = append(addrs, fp.listeners()...)
+	}
+	ports := []int{}
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				ports = append(ports, n)
+			}
+		}
+	}
+	return ports
+}
+
 func run(args []string) error {
 	f, err := parseFlags(args)
 	if err != nil {
@@ -114,7 +133,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw})
+	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw, OwnTCPPorts: ownTCPPorts(f.listen, fp)})
 	if err != nil {
 		return err
 	}
@@ -133,6 +152,7 @@ func run(args []string) error {
 	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings,
 		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Caddy: fp.api()}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
+	api.Space = db.CheckSpace // a nearly full data partition refuses changes (507)
 	handler := api.Handler()
 	ts.setAPI(handler)
 	// The front (front.go): the API's socket, then Caddy, which the loop
@@ -154,12 +174,15 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	ln = limitPerSource(ln, MaxConnsPerSource, book.Logger("api"))
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       5 * time.Minute, // update bundles are large
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		// The outer bound; each route sets its body's own (httpapi.DefaultBodyTime,
+		// LargeBodyTime for the update bundle).
+		ReadTimeout:    httpapi.LargeBodyTime,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
