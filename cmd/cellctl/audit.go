@@ -96,6 +96,9 @@ func (r auditReport) print(w io.Writer) {
 		fmt.Fprintln(w, "note:", n)
 	}
 	cp := r.Checkpoint
+	if r.Base != nil {
+		fmt.Fprintf(w, "pruned: the log starts at entry %d (the entries before were pruned; base signed %s)\n", r.FirstSeq, r.Base.Time)
+	}
 	if r.OK {
 		fmt.Fprintf(w, "ok: %d entries (%s), head %s, checkpoint size %d signed %s", r.Entries, r.Format, r.Head, cp.Size, cp.Time)
 		if r.Trusted {
@@ -119,15 +122,16 @@ func verifyExport(raw []byte, trusted ed25519.PublicKey) (auditReport, error) {
 	var (
 		rows []exportRow
 		cp   storage.Checkpoint
+		base *storage.Checkpoint
 		err  error
 		rep  auditReport
 	)
 	if t := bytes.TrimLeft(raw, " \t\r\n\ufeff"); len(t) > 0 && t[0] == '{' {
 		rep.Format = "json"
-		rows, cp, err = parseJSONExport(raw)
+		rows, base, cp, err = parseJSONExport(raw)
 	} else {
 		rep.Format = "csv"
-		rows, cp, err = parseCSVExport(raw)
+		rows, base, cp, err = parseCSVExport(raw)
 	}
 	if err != nil {
 		return rep, err
@@ -144,18 +148,21 @@ func verifyExport(raw []byte, trusted ed25519.PublicKey) (auditReport, error) {
 	} else if cp.PublicKey != "" && cp.PublicKey != hex.EncodeToString(trusted) {
 		rep.Notes = append(rep.Notes, "the file names the public key "+cp.PublicKey+", not the one given with -pubkey")
 	}
+	if base != nil && base.PublicKey != cp.PublicKey {
+		rep.Notes = append(rep.Notes, "the base names the public key "+base.PublicKey+", not the checkpoint's")
+	}
 
 	// A row that does not decode is bad at its place in the sequence, unless an entry
 	// before it already broke the chain: check the prefix first.
 	firstBroken := slices.IndexFunc(rows, func(r exportRow) bool { return r.err != nil })
 	if firstBroken >= 0 {
-		pre := storage.NewVerifier(nil)
+		pre := storage.NewVerifierFrom(base, nil)
 		for _, r := range rows[:firstBroken] {
 			pre.AddEntry(r.e)
 		}
 		res := pre.Result(nil)
 		if res.OK {
-			seq := uint64(firstBroken) + 1
+			seq := res.FirstSeq + uint64(firstBroken)
 			res.OK, res.FirstBadSeq, res.Reason = false, &seq, rows[firstBroken].err.Error()
 		}
 		res.Entries = uint64(len(rows))
@@ -163,14 +170,14 @@ func verifyExport(raw []byte, trusted ed25519.PublicKey) (auditReport, error) {
 		rep.Verification = res
 		return rep, nil
 	}
-	v := storage.NewVerifier(&cp)
+	v := storage.NewVerifierFrom(base, &cp)
 	for _, r := range rows {
 		v.AddEntry(r.e)
 	}
 	rep.Verification = v.Result(key)
-	if rep.OK && rep.Entries > cp.Size {
+	if last := rep.FirstSeq - 1 + rep.Entries; rep.OK && last > cp.Size {
 		// The cell exports exactly the entries its checkpoint covers.
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d entries follow the checkpoint and are covered only by the chain", rep.Entries-cp.Size))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d entries follow the checkpoint and are covered only by the chain", last-cp.Size))
 	}
 	return rep, nil
 }
@@ -181,16 +188,17 @@ type exportRow struct {
 	err error
 }
 
-func parseJSONExport(raw []byte) ([]exportRow, storage.Checkpoint, error) {
+func parseJSONExport(raw []byte) ([]exportRow, *storage.Checkpoint, storage.Checkpoint, error) {
 	var doc struct {
+		Base       *storage.Checkpoint `json:"base"`
 		Entries    []json.RawMessage   `json:"entries"`
 		Checkpoint *storage.Checkpoint `json:"checkpoint"`
 	}
 	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, storage.Checkpoint{}, fmt.Errorf("not a JSON audit export: %w", err)
+		return nil, nil, storage.Checkpoint{}, fmt.Errorf("not a JSON audit export: %w", err)
 	}
 	if doc.Checkpoint == nil {
-		return nil, storage.Checkpoint{}, errors.New("the export has no checkpoint: it cannot be checked for dropped entries")
+		return nil, nil, storage.Checkpoint{}, errors.New("the export has no checkpoint: it cannot be checked for dropped entries")
 	}
 	rows := make([]exportRow, len(doc.Entries))
 	for i, m := range doc.Entries {
@@ -198,49 +206,76 @@ func parseJSONExport(raw []byte) ([]exportRow, storage.Checkpoint, error) {
 			rows[i].err = fmt.Errorf("entry %d of the file does not decode: %w", i+1, err)
 		}
 	}
-	return rows, *doc.Checkpoint, nil
+	return rows, doc.Base, *doc.Checkpoint, nil
 }
 
-func parseCSVExport(raw []byte) ([]exportRow, storage.Checkpoint, error) {
+// checkpointOfRow reads a "checkpoint" or "base" row: kind, size, head, time,
+// public key, signature.
+func checkpointOfRow(rec []string, kind string) (storage.Checkpoint, error) {
+	if len(rec) < 6 {
+		return storage.Checkpoint{}, fmt.Errorf("the %s row has %d columns, want at least 6", rec[0], len(rec))
+	}
+	size, err := strconv.ParseUint(rec[1], 10, 64)
+	if err != nil {
+		return storage.Checkpoint{}, fmt.Errorf("the %s row's size %q is not a number", rec[0], rec[1])
+	}
+	return storage.Checkpoint{Kind: kind, Size: size, Head: rec[2], Time: rec[3], PublicKey: rec[4], Signature: rec[5]}, nil
+}
+
+func parseCSVExport(raw []byte) ([]exportRow, *storage.Checkpoint, storage.Checkpoint, error) {
 	r := csv.NewReader(bytes.NewReader(raw))
 	r.FieldsPerRecord = -1 // a damaged row is reported at its place, not as a parse failure
 	recs, err := r.ReadAll()
 	if err != nil {
-		return nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: %w", err)
+		return nil, nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: %w", err)
 	}
 	if len(recs) == 0 || !slices.Equal(recs[0], storage.CSVHeader) {
-		return nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: the first row must be the header %q", storage.CSVHeader)
+		return nil, nil, storage.Checkpoint{}, fmt.Errorf("not a CSV audit export: the first row must be the header %q", storage.CSVHeader)
 	}
 	last := recs[len(recs)-1]
 	if len(recs) < 2 || len(last) < 6 || last[0] != "checkpoint" {
-		return nil, storage.Checkpoint{}, errors.New("the export does not end with its checkpoint row: it is cut short or not an export")
+		return nil, nil, storage.Checkpoint{}, errors.New("the export does not end with its checkpoint row: it is cut short or not an export")
 	}
-	size, err := strconv.ParseUint(last[1], 10, 64)
+	cp, err := checkpointOfRow(last, "")
 	if err != nil {
-		return nil, storage.Checkpoint{}, fmt.Errorf("the checkpoint row's size %q is not a number", last[1])
+		return nil, nil, storage.Checkpoint{}, err
 	}
-	cp := storage.Checkpoint{Size: size, Head: last[2], Time: last[3], PublicKey: last[4], Signature: last[5]}
 	body := recs[1 : len(recs)-1]
+	var base *storage.Checkpoint
+	firstRow := 2 // the file's row number of body[0]
+	if len(body) > 0 && len(body[0]) > 0 && body[0][0] == storage.KindBase {
+		b, err := checkpointOfRow(body[0], storage.KindBase)
+		if err != nil {
+			return nil, nil, storage.Checkpoint{}, err
+		}
+		base, body, firstRow = &b, body[1:], 3
+	}
 	rows := make([]exportRow, len(body))
 	for i, rec := range body {
 		rows[i].e, rows[i].err = csvEntry(rec)
 		if rows[i].err != nil {
-			rows[i].err = fmt.Errorf("row %d of the file: %w", i+2, rows[i].err)
+			rows[i].err = fmt.Errorf("row %d of the file: %w", i+firstRow, rows[i].err)
 		}
 	}
-	return rows, cp, nil
+	return rows, base, cp, nil
 }
 
 func csvEntry(rec []string) (storage.Entry, error) {
 	if len(rec) != len(storage.CSVHeader) {
 		return storage.Entry{}, fmt.Errorf("has %d columns, want %d", len(rec), len(storage.CSVHeader))
 	}
-	if rec[0] == "checkpoint" {
-		return storage.Entry{}, errors.New("a checkpoint row before the end")
+	if rec[0] == "checkpoint" || rec[0] == storage.KindBase {
+		return storage.Entry{}, fmt.Errorf("a %s row out of place", rec[0])
 	}
 	seq, err := strconv.ParseUint(rec[0], 10, 64)
 	if err != nil {
 		return storage.Entry{}, fmt.Errorf("seq %q is not a number", rec[0])
+	}
+	// The export neutralised every column but seq against spreadsheet formulas
+	// (storage.CSVNeutral); the hash covers the text before that.
+	rec = slices.Clone(rec)
+	for i := 1; i < len(rec); i++ {
+		rec[i] = storage.CSVUnneutral(rec[i])
 	}
 	var details map[string]string
 	dec := json.NewDecoder(bytes.NewReader([]byte(rec[8])))
