@@ -257,6 +257,7 @@ func TestChangePasswordGuessesAreThrottled(t *testing.T) {
 	e.setup()
 	a := e.clientFrom("127.0.6.1")
 	a.must(200, "POST", "/api/auth/login", loginBody("admin", adminPassword))
+	fetchCSRF(t, a) // change-password needs it like every change but login
 	change := func(current string) map[string]string {
 		return map[string]string{"current_password": current, "new_password": "a brand new password"}
 	}
@@ -271,7 +272,19 @@ func TestChangePasswordGuessesAreThrottled(t *testing.T) {
 	wantCode(t, "a login from that address", e.clientFrom("127.0.6.1").do("POST", "/api/auth/login", loginBody("admin", adminPassword)), 429, "too_many_attempts")
 	b := e.clientFrom("127.0.6.2")
 	b.must(200, "POST", "/api/auth/login", loginBody("admin", adminPassword))
+	fetchCSRF(t, b)
 	b.must(200, "POST", "/api/auth/change-password", change(adminPassword))
+}
+
+// fetchCSRF gives a logged-in client its session's CSRF token.
+func fetchCSRF(t *testing.T, c *client) {
+	t.Helper()
+	var tok struct{ Token string }
+	c.must(200, "GET", "/api/auth/csrf-token", nil).json(t, &tok)
+	if tok.Token == "" {
+		t.Fatal("empty CSRF token")
+	}
+	c.csrf = tok.Token
 }
 
 // TestLoginIPv6SourcesPer64 sends logins through the front's connection, where the
