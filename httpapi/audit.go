@@ -125,9 +125,16 @@ type Stream struct {
 	Write       func(w io.Writer) error
 }
 
-// startWriter sends the status and headers with the first byte of the body.
+// StreamWriteTimeout bounds each write of a Stream: the audit export holds a read
+// transaction while it streams, and a client that stops reading must not hold it
+// (and with it the database's growth and the reuse of its free pages) for ever.
+const StreamWriteTimeout = 30 * time.Second
+
+// startWriter sends the status and headers with the first byte of the body, and
+// gives every write StreamWriteTimeout.
 type startWriter struct {
 	w       http.ResponseWriter
+	rc      *http.ResponseController
 	start   func()
 	started bool
 }
@@ -137,12 +144,15 @@ func (sw *startWriter) Write(p []byte) (int, error) {
 		sw.started = true
 		sw.start()
 	}
+	sw.rc.SetWriteDeadline(time.Now().Add(StreamWriteTimeout)) // not supported (a recorder): no bound
 	return sw.w.Write(p)
 }
 
 // writeStream serves a Stream.
 func (s *Server) writeStream(w http.ResponseWriter, status int, st Stream) {
-	sw := &startWriter{w: w, start: func() {
+	rc := http.NewResponseController(w)
+	defer rc.SetWriteDeadline(time.Time{}) // the connection may serve another request
+	sw := &startWriter{w: w, rc: rc, start: func() {
 		h := w.Header()
 		h.Set("Content-Type", st.ContentType)
 		h.Set("Cache-Control", "no-store")
