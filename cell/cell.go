@@ -132,6 +132,7 @@ func New(o Options) (*Cell, error) {
 	}
 	c.DNS = dns.New(o.DB, net, c.Audit, o.Now)
 	c.Setup = setup.New(o.DB, hasher, c.Audit, c.Config, o.Now, settle)
+	c.Setup.ShowCA(vault.Fingerprint(c.Vault.RootDER()))
 	c.Peers = peers.New(peers.Options{DB: o.DB, Hasher: hasher, Audit: c.Audit, Network: net, Now: o.Now, Rand: o.Rand,
 		CellKey: func() (wireguard.Key, error) { return reconcile.CellKey(o.DB, o.Rand) }, OwnTCPPorts: o.OwnTCPPorts})
 	// Effects across capabilities, in the storing transaction.

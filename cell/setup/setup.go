@@ -72,7 +72,8 @@ type Wizard struct {
 	// settle, when set, waits for the kernel state built from the new config.
 	settle func(context.Context) error
 	// gate holds the setup code's hash and the cell's own names (code.go).
-	gate codeGate
+	gate          codeGate
+	caFingerprint string // the vault root's, shown by Status
 }
 
 // New returns the wizard. settle (may be nil) is called after completion and
@@ -87,7 +88,14 @@ type Status struct {
 	Step     string   `json:"step,omitempty"`
 	Steps    []string `json:"steps"`
 	Done     []string `json:"done"`
+	// CAFingerprint is the SHA-256 of the cell's CA (the vault's root), so the
+	// person at the wizard can compare it with what their browser or
+	// `cellctl trust` shows before they type the admin's password.
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
+
+// ShowCA sets the CA fingerprint the wizard's status shows.
+func (c *Wizard) ShowCA(fingerprint string) { c.caFingerprint = fingerprint }
 
 type adminStep struct {
 	Username string `json:"username"`
@@ -115,7 +123,7 @@ func (c *Wizard) steps() []Step {
 
 // SetupStatus says whether setup is complete and which step is next.
 func (c *Wizard) Status() (Status, error) {
-	st := Status{Steps: StepNames, Done: []string{}}
+	st := Status{Steps: StepNames, Done: []string{}, CAFingerprint: c.caFingerprint}
 	done, err := c.db.Settings().SetupComplete()
 	if err != nil {
 		return st, err

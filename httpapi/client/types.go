@@ -51,6 +51,9 @@ type SetupStatus struct {
 	Step     string   `json:"step,omitempty"` // the next step to submit
 	Steps    []string `json:"steps"`
 	Done     []string `json:"done"`
+	// CAFingerprint is the SHA-256 of the cell's CA, to compare with what the
+	// browser or `cellctl trust` shows.
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
 
 // SetupField is one input of a wizard step.
