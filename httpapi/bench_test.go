@@ -31,6 +31,14 @@ const benchPassword = "correct horse battery"
 // production argon2id memory.
 func benchCell(b *testing.B, hashKiB uint32) *httptest.Server {
 	b.Helper()
+	srv, _, _ := benchCellAnd(b, hashKiB)
+	return srv
+}
+
+// benchCellAnd is benchCell, with the cell and its database for benchmarks that
+// add to them.
+func benchCellAnd(b *testing.B, hashKiB uint32) (*httptest.Server, *cell.Cell, *storage.DB) {
+	b.Helper()
 	db, err := storage.Open(b.TempDir())
 	if err != nil {
 		b.Fatal(err)
@@ -62,7 +70,7 @@ func benchCell(b *testing.B, hashKiB uint32) *httptest.Server {
 		cl.must(b, "POST", "/api/setup/step", step)
 	}
 	cl.must(b, "POST", "/api/setup/complete", `{}`)
-	return srv
+	return srv, c, db
 }
 
 type benchHTTP struct {

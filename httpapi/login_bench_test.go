@@ -14,9 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pic-cell/cell/cell"
-	"github.com/pic-cell/cell/cell/logs"
-	"github.com/pic-cell/cell/httpapi"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -25,37 +22,7 @@ import (
 // in only ten times in a row, and the benchmark logs in more often than that.
 func loginBenchCell(b *testing.B, admins int) *httptest.Server {
 	b.Helper()
-	db, err := storage.Open(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	book, err := logs.Open(logs.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book})
-	if err != nil {
-		b.Fatal(err)
-	}
-	const code = "BENC-HLOG-INCO-DE33"
-	if err := c.Setup.SetCode(code); err != nil {
-		b.Fatal(err)
-	}
-	srv := httptest.NewServer(httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book}).Handler())
-	b.Cleanup(func() {
-		srv.Close()
-		db.Close()
-	})
-	cl := benchClient(srv.URL, 1)
-	cl.setupCode = code
-	for _, step := range []string{
-		`{"step":"admin","data":{"username":"admin","password":"` + benchPassword + `"}}`,
-		`{"step":"cell","data":{"name":"home","domain":"home.example.org"}}`,
-		`{"step":"network","data":{"wg_port":51820,"subnet_v4":"10.77.0.0/24"}}`,
-	} {
-		cl.must(b, "POST", "/api/setup/step", step)
-	}
-	cl.must(b, "POST", "/api/setup/complete", `{}`)
+	srv, c, db := benchCellAnd(b, 0)
 	for i := 2; i <= admins; i++ {
 		hash, err := c.Accounts.Hasher().Hash(benchPassword)
 		if err != nil {
