@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strings"
 	"sync"
@@ -200,6 +201,9 @@ func (r *Registry) Validate(d Doc) (Doc, error) {
 			return nil, fault.Invalid("invalid_config", "the config has no section %s (sections: %s)", names.Quote(name), strings.Join(r.namesLocked(), ", "))
 		}
 		v := s.New()
+		if err := exactKeys(name, raw, v); err != nil {
+			return nil, err
+		}
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(v); err != nil {
@@ -211,6 +215,41 @@ func (r *Registry) Validate(d Doc) (Doc, error) {
 		out[name], _ = json.Marshal(v)
 	}
 	return out, nil
+}
+
+// exactKeys refuses a setting whose key matches a field only when case is
+// ignored (encoding/json would take "Name" for "name", and a merge patch would
+// then hold both): every key must be a field's JSON name exactly.
+func exactKeys(section string, raw json.RawMessage, v any) error {
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(raw, &keys) != nil {
+		return nil // not an object: the strict decode says why
+	}
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	known := map[string]bool{}
+	for i := range t.NumField() {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if tag != "" && tag != "-" {
+			known[tag] = true
+		}
+	}
+	for k := range keys {
+		if known[k] {
+			continue
+		}
+		for f := range known {
+			if strings.EqualFold(f, k) {
+				return fault.Invalid("invalid_config", "the config has no setting %s.%s; did you mean %s.%s? (names are lower case)", section, names.Quote(k), section, f)
+			}
+		}
+	}
+	return nil
 }
 
 func (r *Registry) namesLocked() []string {
