@@ -133,8 +133,17 @@ func TestFrontInFrontOfTheDaemon(t *testing.T) {
 	ctx := context.Background()
 
 	c := fd.client("127.0.0.1", "127.0.0.2")
-	if _, err := c.Health(ctx); err != nil {
-		t.Fatalf("/health through the front: %v\n%s", err, fd.log())
+	// Caddy obtains its certificates in the background once its config is
+	// loaded: until the vault has signed the first one, a handshake fails.
+	for start := time.Now(); ; {
+		_, err := c.Health(ctx)
+		if err == nil {
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("/health through the front: %v\n%s", err, fd.log())
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	code, err := os.ReadFile(filepath.Join(data, "setup-code"))
 	if err != nil {
