@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/cell/peers"
 	"github.com/pic-cell/cell/cell/reconcile"
+	"github.com/pic-cell/cell/cell/vault"
 	"github.com/pic-cell/cell/netstack/firewall"
 	"github.com/pic-cell/cell/netstack/links"
 	"github.com/pic-cell/cell/netstack/wireguard"
@@ -48,6 +50,12 @@ func (f *fakeNet) network() reconcile.Network {
 // startCell is a set-up cell over f, its loops running until the test ends.
 func startCell(t *testing.T, f *fakeNet) *Cell {
 	t.Helper()
+	return startCellWith(t, f, f.network())
+}
+
+// startCellWith is startCell over n, f's network with parts swapped.
+func startCellWith(t *testing.T, f *fakeNet, n reconcile.Network) *Cell {
+	t.Helper()
 	db, err := storage.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +67,7 @@ func startCell(t *testing.T, f *fakeNet) *Cell {
 		t.Fatal(err)
 	}
 	book, _ := logs.Open(logs.Options{})
-	c, err := New(Options{DB: db, Logs: book, HashMemoryKiB: 64, Network: f.network()})
+	c, err := New(Options{DB: db, Logs: book, HashMemoryKiB: 64, Network: n})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -306,5 +314,45 @@ func TestFirewallDownFailsClosed(t *testing.T) {
 	}
 	if fw := c.Health.Status(t.Context()).Parts["firewall"]; fw.State != storage.StateOK {
 		t.Errorf("firewall part after healing = %+v", fw)
+	}
+}
+
+// countingFirewall counts full rebuilds (Set calls).
+type countingFirewall struct {
+	*firewall.Fake
+	sets atomic.Int32
+}
+
+func (f *countingFirewall) Set(rs firewall.Ruleset) error {
+	f.sets.Add(1)
+	return f.Fake.Set(rs)
+}
+
+// A certificate the CA issues (the front's, or one through the API) changes
+// nothing the loop builds, so it sets off no rebuild; a config change does.
+func TestCertificatesDoNotRebuildTheNetwork(t *testing.T) {
+	f := newFakeNet()
+	cf := &countingFirewall{Fake: f.fw}
+	n := f.network()
+	n.Firewall = cf
+	c := startCellWith(t, f, n)
+	before := cf.sets.Load()
+	if _, err := c.Vault.IssueCert(t.Context(), vault.NewCert{CommonName: "printer.home.example.org", Days: 30}, by); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got := cf.sets.Load(); got != before {
+		t.Errorf("issuing a certificate rebuilt the firewall %d times", got-before)
+	}
+	if _, _, err := c.Settings.PatchConfig([]byte(`{"cell":{"name":"attic"}}`), by); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if cf.sets.Load() == before {
+		t.Error("a config change did not rebuild the firewall (the counter counts nothing)")
 	}
 }

@@ -148,6 +148,13 @@ func New(db *storage.DB, n Network, log *slog.Logger, rand io.Reader) *Loop {
 
 // note is the database's commit callback: it records what changed and wakes the loop.
 func (l *Loop) note(c storage.Change) {
+	if c.Kind == storage.ChangeCert {
+		// Nothing the loop builds depends on the certificates the CA issued
+		// (the front is given the root, which never changes): a certificate
+		// the front obtains while the loop loads its config must not set off
+		// a full rebuild of every peer.
+		return
+	}
 	l.mu.Lock()
 	if c.Kind == storage.ChangePeer {
 		l.peers[c.Key] = true
