@@ -118,7 +118,8 @@ type Loop struct {
 	dnsBuilt bool
 	listened []netip.Addr // the addresses Listen last served
 	listener io.Closer
-	wanRetry time.Duration // the wait before looking for the uplink again
+	wanWatch atomic.Bool // a watcher looks for the uplink (retryWAN)
+	closed   atomic.Bool // Close ran: the watcher stops
 
 	live atomic.Pointer[plan.Live]
 	// devPub is the open device, for the stats reads (UAPI gets, which do
@@ -253,6 +254,7 @@ func (l *Loop) doneSnapshot() uint64 {
 // Close closes the device and the netlink connections; the firewall table stays
 // in the kernel (a restarting cell keeps filtering). Call it after Run returned.
 func (l *Loop) Close() {
+	l.closed.Store(true)
 	if l.listener != nil {
 		l.listener.Close()
 		l.listener = nil
@@ -539,15 +541,32 @@ func (l *Loop) applyAll() error {
 // retryWAN looks for the uplink again, with a growing wait (5 s up to a
 // minute), while there is none: after a power cut the cell may start before
 // DHCP has given the default route, and the peers must not wait for a config
-// change to reach the internet.
+// change to reach the internet. Looking is one netlink query; only finding
+// one sets off a rebuild, so a cell without an uplink does not rebuild every
+// peer every minute.
 func (l *Loop) retryWAN(wan string) {
-	if wan != "" || l.n.WAN != "" || l.n.DefaultWAN == nil {
-		l.wanRetry = 0
+	if wan != "" || l.n.WAN != "" || l.n.DefaultWAN == nil || !l.wanWatch.CompareAndSwap(false, true) {
 		return
 	}
-	l.wanRetry = min(max(2*l.wanRetry, 5*time.Second), time.Minute)
-	time.AfterFunc(l.wanRetry, l.noteFull)
+	var look func(wait time.Duration)
+	look = func(wait time.Duration) {
+		time.AfterFunc(wait, func() {
+			if l.closed.Load() {
+				return
+			}
+			if w, err := l.n.DefaultWAN(); err == nil && w != "" {
+				l.wanWatch.Store(false)
+				l.noteFull()
+				return
+			}
+			look(min(2*wait, time.Minute))
+		})
+	}
+	look(wanFirstWait)
 }
+
+// wanFirstWait is the first wait of retryWAN (tests shorten it).
+var wanFirstWait = 5 * time.Second
 
 // applyPeers brings the named peers' kernel state in line with the store: the
 // constant-cost path. A peer gone from the store is removed.
