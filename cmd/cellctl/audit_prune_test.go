@@ -2,15 +2,12 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pic-cell/cell/cell/audit"
-	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/httpapi"
 	"github.com/pic-cell/cell/storage"
 )
@@ -19,19 +16,7 @@ import (
 // n entries (some with text a spreadsheet would run as a formula) pruned to keep.
 func prunedExport(t *testing.T, n, keep int) (csvData, jsonData []byte, pub string, first uint64) {
 	t.Helper()
-	db, err := storage.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	book, err := logs.Open(logs.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	log, err := audit.Open(db, book.Logger("audit"), time.Now, rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, log := auditLog(t)
 	hostile := []string{`=HYPERLINK("http://evil.example","x")`, "+1", "-1+2", "@SUM(A1)", "\tx", "\rx", "'q", "line\nbreak"}
 	if err := db.Update(func(tx *storage.Tx) error {
 		for i := range n {

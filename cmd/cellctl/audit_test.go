@@ -30,7 +30,9 @@ type export struct {
 	pub       string // hex of the cell's audit key
 }
 
-func makeExport(t *testing.T, n int) export {
+// auditLog is an audit log alone over a new database: a whole cell would add
+// entries of its own (the vault making its CA) before the test's.
+func auditLog(t *testing.T) (*storage.DB, *audit.Log) {
 	t.Helper()
 	db, err := storage.Open(t.TempDir())
 	if err != nil {
@@ -41,13 +43,18 @@ func makeExport(t *testing.T, n int) export {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The audit log alone: the whole cell would add entries of its own (the
-	// vault making its CA) before the test's.
 	log, err := audit.Open(db, book.Logger("audit"), time.Now, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return db, log
+}
+
+func makeExport(t *testing.T, n int) export {
+	t.Helper()
+	_, log := auditLog(t)
 	c := struct{ Audit *audit.Log }{log}
+	var err error
 	for i := 1; i <= n; i++ {
 		_, err := c.Audit.Record(storage.Entry{
 			Actor: "admin", SourceIP: "127.0.0.1", Action: "config.update", TargetType: "config",
