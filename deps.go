@@ -4,9 +4,15 @@ package tools
 
 import (
 	_ "filippo.io/age"
+	_ "github.com/containerd/containerd/v2/client"
+	_ "github.com/containerd/containerd/v2/contrib/seccomp"
+	_ "github.com/containerd/containerd/v2/pkg/oci"
 	_ "github.com/diskfs/go-diskfs"
 	_ "github.com/gokrazy/gokrazy"
 	_ "github.com/google/go-cmp/cmp"
+	_ "github.com/google/go-containerregistry/pkg/v1/layout"
+	_ "github.com/google/go-containerregistry/pkg/v1/mutate"
+	_ "golang.org/x/net/webdav"
 	_ "github.com/google/nftables"
 	_ "github.com/julienschmidt/httprouter"
 	_ "github.com/skip2/go-qrcode"
