@@ -45,7 +45,8 @@
 //	vault                               (1)
 //	  <name>               -> age-encrypted secret bytes (wireguard/private-key,
 //	                          audit/checkpoint-key, ca/private-key, peer/<name>/private-key,
-//	                          peer/<name>/preshared-key)
+//	                          peer/<name>/preshared-key,
+//	                          service/<id>/admin-token, service/<id>/account/<username>)
 //	peers                               (3)
 //	  <name>               -> JSON Peer (addresses, public key, route, policy; no secret)
 //	peer_addrs                          (3)
@@ -59,6 +60,11 @@
 //	                          revocation, DER; never a private key)
 //	trust_keys                          (5)
 //	  <name>               -> JSON TrustKey (an ed25519 public key the cell trusts, its purpose)
+//	services                            (6)
+//	  <id>                 -> JSON InstalledService (the catalog entry installed, its bridge address)
+//	service_accounts                    (6)
+//	  <id>/                (a bucket per installed service)
+//	    <username>         -> JSON ServiceAccount (the peer it is for; the password is in the vault)
 //
 // Session identifiers are stored only as their SHA-256, so a copy of the database does
 // not hand out live sessions. Errors wrap the package's sentinels (ErrNotFound,

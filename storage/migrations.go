@@ -25,6 +25,7 @@ var migrations = []migration{
 	{"create the peers, peer address index and port forward buckets", migratePeers},
 	{"create the bucket of the DNS zone's custom records", migrateDNSRecords},
 	{"create the buckets of the CA's certificates and the trust keys", migrateCerts},
+	{"create the buckets of the installed services and their accounts", migrateServices},
 }
 
 func migrateBaseBuckets(tx *bolt.Tx) error {

@@ -71,6 +71,14 @@ func TestMigrationsEach(t *testing.T) {
 			}
 			return nil
 		},
+		func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketServices, bucketServiceAccounts} {
+				if tx.Bucket(b) == nil {
+					return fmt.Errorf("bucket %s missing", b)
+				}
+			}
+			return nil
+		},
 	}
 	if len(checks) != len(migrations) {
 		t.Fatalf("%d migrations but %d checks: every migration needs a test", len(migrations), len(checks))

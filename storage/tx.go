@@ -33,6 +33,7 @@ const (
 	ChangeForward ChangeKind = "forward" // a port forward
 	ChangeRecord  ChangeKind = "record"  // a record of the cell's own zone (DNS)
 	ChangeCert    ChangeKind = "cert"    // a certificate of the vault's CA made or revoked, Key is its serial
+	ChangeService ChangeKind = "service" // an installed service or its accounts, Key is its id
 )
 
 // Change is one committed change, as the reconcile loop hears of it.
