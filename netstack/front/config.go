@@ -37,6 +37,16 @@ type Config struct {
 	// on the HTTP listener, so one must be on port 80); the vault's issuer
 	// stays the fallback.
 	ACME *ACME
+	// Sites are the service containers the front proxies to: a request for
+	// https://<Host>/ goes to Upstream (plain HTTP on the services bridge).
+	// Each Host gets a certificate like the names.
+	Sites []Site
+}
+
+// Site is one service behind the front.
+type Site struct {
+	Host     string         // "files.home.example.org"
+	Upstream netip.AddrPort // the container's address and HTTP port
 }
 
 // ACME is a public CA the front tries first for public names.
@@ -65,6 +75,9 @@ func (c Config) Subjects() []string {
 	}
 	for _, n := range c.Names {
 		add(strings.ToLower(strings.TrimSuffix(n, ".")))
+	}
+	for _, site := range c.Sites {
+		add(strings.ToLower(strings.TrimSuffix(site.Host, ".")))
 	}
 	for _, a := range c.Addresses {
 		if a.IsValid() && !a.IsUnspecified() {
@@ -166,6 +179,23 @@ func BuildJSON(cfg Config, name string) ([]byte, error) {
 			"upstreams": []any{map[string]any{"dial": "unix/" + cfg.APISocket}}}},
 		"terminal": true,
 	}
+	// A service's site: every path of its host goes to its container, the
+	// request body streamed (WebDAV uploads are large: no buffering, no size
+	// cap here; the service enforces its quota) and the answer flushed as it
+	// comes. The front is the only way in: the firewall drops everything else
+	// towards the bridge.
+	var siteRoutes []any
+	for _, site := range cfg.Sites {
+		if !site.Upstream.IsValid() || site.Host == "" {
+			return nil, fmt.Errorf("front: site %q has no upstream", site.Host)
+		}
+		siteRoutes = append(siteRoutes, map[string]any{
+			"match": []any{map[string]any{"host": []string{strings.ToLower(strings.TrimSuffix(site.Host, "."))}}},
+			"handle": []any{map[string]any{"handler": "reverse_proxy", "flush_interval": -1,
+				"upstreams": []any{map[string]any{"dial": site.Upstream.String()}}}},
+			"terminal": true,
+		})
+	}
 	uiRoute := map[string]any{
 		"handle": []any{map[string]any{"handler": "static_response", "status_code": 200,
 			"headers": map[string][]string{"Content-Type": {"text/html; charset=utf-8"}, "Cache-Control": {"no-store"}},
@@ -180,7 +210,7 @@ func BuildJSON(cfg Config, name string) ([]byte, error) {
 			"max_header_bytes":        64 << 10,
 			"automatic_https":         map[string]any{"disable": true},
 			"tls_connection_policies": []any{map[string]any{}},
-			"routes":                  []any{map[string]any{"handle": []any{headers(true)}}, caRoute, apiRoute, uiRoute},
+			"routes":                  append(append([]any{map[string]any{"handle": []any{headers(true)}}}, siteRoutes...), caRoute, apiRoute, uiRoute),
 		},
 	}
 	location := "https://{http.request.host}{http.request.uri}"

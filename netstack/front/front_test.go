@@ -106,7 +106,8 @@ func TestBuildJSONGolden(t *testing.T) {
 	appliance := Config{HTTPS: []string{":443"}, HTTP: []string{":80"},
 		Names:     []string{"home.example.org"},
 		Addresses: []netip.Addr{netip.MustParseAddr("192.168.1.20"), netip.MustParseAddr("10.77.0.1"), netip.MustParseAddr("fd77::1")},
-		APISocket: "/perm/cell/run/api.sock", RootPEM: []byte(rootPEM), StorageDir: "/perm/cell/caddy"}
+		APISocket: "/perm/cell/run/api.sock", RootPEM: []byte(rootPEM), StorageDir: "/perm/cell/caddy",
+		Sites: []Site{{Host: "files.home.example.org", Upstream: netip.MustParseAddrPort("10.77.250.2:8080")}}}
 	raw, err := BuildJSON(appliance, "cell")
 	if err != nil {
 		t.Fatal(err)
@@ -135,6 +136,7 @@ func TestBuildJSONGolden(t *testing.T) {
 		"no names":        {HTTPS: []string{":443"}, APISocket: "/s", RootPEM: []byte(rootPEM), StorageDir: "/d"},
 		"no port":         {HTTPS: []string{"127.0.0.1"}, APISocket: "/s", RootPEM: []byte(rootPEM), StorageDir: "/d", Names: []string{"a"}},
 		"no storage":      {HTTPS: []string{":443"}, APISocket: "/s", RootPEM: []byte(rootPEM), Names: []string{"a"}},
+		"site upstream":   {HTTPS: []string{":443"}, APISocket: "/s", RootPEM: []byte(rootPEM), StorageDir: "/d", Sites: []Site{{Host: "files.a"}}},
 	} {
 		if _, err := BuildJSON(c, "cell"); err == nil {
 			t.Errorf("%s: BuildJSON accepted it", name)
