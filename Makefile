@@ -5,7 +5,7 @@ PKGS    := ./...
 TARGET  ?= amd64
 IMAGE   ?= cell.img
 
-.PHONY: build run test unit integration bench image vm lint clean
+.PHONY: build run test unit integration bench image vm lint clean images catalog
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/cell ./cmd/cell
@@ -30,6 +30,16 @@ bench:
 
 image: build
 	./$(BIN)/cellctl image build -target $(TARGET) -o $(IMAGE)
+
+# The first-party service images (OCI archives, linux/amd64 and arm64) into
+# images/out; reproducible, so they match the digests the catalog pins.
+images:
+	$(GO) run ./cmd/cellctl images build -o images/out
+
+# After a service's source changed: rebuild its image, pin the new digests in
+# images/catalog/default.json and re-sign it with pic-catalog.key.
+catalog:
+	$(GO) run ./cmd/cellctl catalog sign -key pic-catalog.key -o images/catalog -images images/out
 
 vm: image
 	./$(BIN)/cellctl vm run -image $(IMAGE)

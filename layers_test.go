@@ -165,8 +165,10 @@ func mayImport(from, to string) (ok bool, why string, known bool) {
 	case under(from, "cmd/cell"):
 		return true, "", true
 	case under(from, "cmd/cellctl"):
-		return in(to, "cmd/cellctl", "firmware", "storage", "httpapi/client"),
-			"cmd/cellctl may import only firmware/..., storage/... and httpapi/client", true
+		// images/oci and images/catalog: cellctl builds the service images
+		// and signs the catalog host-side.
+		return in(to, "cmd/cellctl", "firmware", "storage", "httpapi/client", "images/oci", "images/catalog"),
+			"cmd/cellctl may import only firmware/..., storage/..., httpapi/client, images/oci and images/catalog", true
 	case under(from, "cmd/cell-init"):
 		return in(to, "cmd/cell-init", "firmware"), "cmd/cell-init may import only firmware/...", true
 	case from == "cell":

@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pic-cell/cell/firmware/bundle"
+	"github.com/pic-cell/cell/images/catalog"
+	"github.com/pic-cell/cell/images/oci"
+)
+
+func init() {
+	register("images", "build the first-party service images as OCI archives (images build)", (*CLI).images)
+	register("catalog", "rebuild the service images and re-sign the default catalog (catalog sign|verify)", (*CLI).catalog)
+}
+
+// images: `cellctl images build [-o images/out] [-only NAME] [-C MODULE]`.
+func (c *CLI) images(args []string) error {
+	if len(args) == 0 || args[0] != "build" {
+		fmt.Fprintln(c.Stderr, "usage: cellctl images build [-o images/out] [-only NAME] [-C MODULE_DIR]")
+		return errUsage
+	}
+	fs := c.newFlagSet("images build")
+	out := fs.String("o", "images/out", "folder to write NAME-VERSION.oci.tar into")
+	only := fs.String("only", "", "build only this image (default: every first-party image)")
+	module := fs.String("C", ".", "the module's root, where the services' packages are")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("images build: unexpected arguments %q", fs.Args())
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	_, err := buildImages(ctx, c.Stdout, *module, *out, *only)
+	return err
+}
+
+// buildImages builds the first-party images (or only one) and prints what it
+// built.
+func buildImages(ctx context.Context, w io.Writer, module, out, only string) (map[string]oci.Result, error) {
+	if _, err := os.Stat(filepath.Join(module, "go.mod")); err != nil {
+		return nil, fmt.Errorf("%s is not the module's root (no go.mod); run from there or pass -C", module)
+	}
+	var todo []oci.Service
+	for _, s := range oci.FirstParty {
+		if only == "" || s.Name == only {
+			todo = append(todo, s)
+		}
+	}
+	if len(todo) == 0 {
+		return nil, fmt.Errorf("no first-party image named %q", only)
+	}
+	results := map[string]oci.Result{}
+	for _, s := range todo {
+		start := time.Now()
+		res, err := oci.Build(ctx, s, module, out)
+		if err != nil {
+			return nil, err
+		}
+		results[s.Name] = res
+		fmt.Fprintf(w, "%s %s: %s (%v)\n  index %s\n", s.Name, res.Ref, res.Archive, time.Since(start).Round(time.Millisecond), res.Index)
+		for _, arch := range oci.Arches {
+			fmt.Fprintf(w, "  %-5s manifest %s, %d bytes\n", arch, res.Manifests[arch], res.Sizes[arch])
+		}
+	}
+	return results, nil
+}
+
+// catalog: `cellctl catalog sign -key pic-catalog.key [-o images/catalog]`
+// and `cellctl catalog verify [-o images/catalog]`.
+func (c *CLI) catalog(args []string) error {
+	usage := "usage: cellctl catalog sign -key pic-catalog.key [-o images/catalog] [-images images/out] [-C MODULE_DIR]\n       cellctl catalog verify [-o images/catalog]"
+	if len(args) == 0 {
+		fmt.Fprintln(c.Stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "sign":
+		return c.catalogSign(args[1:])
+	case "verify":
+		return c.catalogVerify(args[1:])
+	}
+	fmt.Fprintln(c.Stderr, usage)
+	return errUsage
+}
+
+// catalogSign rebuilds every first-party image, pins the results in
+// DIR/default.json and signs it into DIR/default.json.sig. The key must be
+// the one DIR/catalog.pub names: an index the cell's embedded key does not
+// verify would be refused at its first start.
+func (c *CLI) catalogSign(args []string) error {
+	fs := c.newFlagSet("catalog sign")
+	keyPath := fs.String("key", "pic-catalog.key", "the catalog's private key (cellctl keygen -o pic-catalog -config '')")
+	dir := fs.String("o", "images/catalog", "the folder with default.json, default.json.sig and catalog.pub")
+	out := fs.String("images", "images/out", "folder to build the images into")
+	module := fs.String("C", ".", "the module's root")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("catalog sign: unexpected arguments %q", fs.Args())
+	}
+	keyPEM, err := os.ReadFile(*keyPath)
+	if err != nil {
+		return fmt.Errorf("the catalog's signing key: %w", err)
+	}
+	key, err := bundle.ParsePrivateKey(keyPEM)
+	if err != nil {
+		return fmt.Errorf("the catalog's signing key %s: %w", *keyPath, err)
+	}
+	pubText, err := os.ReadFile(filepath.Join(*dir, "catalog.pub"))
+	if err != nil {
+		return err
+	}
+	pub, err := catalog.ParsePublicKey(string(pubText))
+	if err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(*dir, "catalog.pub"), err)
+	}
+	if !pub.Equal(key.Public()) {
+		return fmt.Errorf("%s is not the key of %s: the cell would refuse what it signs", *keyPath, filepath.Join(*dir, "catalog.pub"))
+	}
+	indexPath := filepath.Join(*dir, "default.json")
+	raw, err := os.ReadFile(indexPath)
+	if err != nil {
+		return err
+	}
+	// The file is ours to rewrite: its origin is this checkout, so its shape
+	// is what matters here, not its old signature.
+	idx, err := catalog.Decode(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %w", indexPath, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	results, err := buildImages(ctx, c.Stdout, *module, *out, "")
+	if err != nil {
+		return err
+	}
+	if err := pinImages(&idx, results); err != nil {
+		return err
+	}
+	data, sig, err := catalog.Sign(idx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := catalog.Verify(data, sig, []ed25519.PublicKey{pub}); err != nil {
+		return fmt.Errorf("the index just signed does not verify: %w", err)
+	}
+	if err := writeFileAtomic(indexPath, data); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(indexPath+".sig", sig); err != nil {
+		return err
+	}
+	fmt.Fprintf(c.Stdout, "signed %s (%d services) with %s\n", indexPath, len(idx.Services), *keyPath)
+	return nil
+}
+
+// pinImages points every service of idx at the image built for it.
+func pinImages(idx *catalog.Index, results map[string]oci.Result) error {
+	for i, e := range idx.Services {
+		res, ok := results[e.ID]
+		if !ok {
+			return fmt.Errorf("service %q: no first-party image of that name was built; add it to oci.FirstParty: %w", e.ID, catalog.ErrNotFound)
+		}
+		images := map[string]catalog.Image{}
+		for _, arch := range oci.Arches {
+			images[arch] = catalog.Image{
+				Ref:      res.Ref,
+				Index:    res.Index.String(),
+				Manifest: res.Manifests[arch].String(),
+				Archive:  filepath.Base(res.Archive),
+				Size:     res.Sizes[arch],
+			}
+		}
+		for _, s := range oci.FirstParty {
+			if s.Name == e.ID {
+				idx.Services[i].Version = s.Version
+			}
+		}
+		idx.Services[i].Images = images
+	}
+	return nil
+}
+
+// catalogVerify checks DIR/default.json against DIR/default.json.sig and
+// DIR/catalog.pub, as the cell does with the embedded copies.
+func (c *CLI) catalogVerify(args []string) error {
+	fs := c.newFlagSet("catalog verify")
+	dir := fs.String("o", "images/catalog", "the folder with default.json, default.json.sig and catalog.pub")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	read := func(name string) ([]byte, error) { return os.ReadFile(filepath.Join(*dir, name)) }
+	data, err1 := read("default.json")
+	sig, err2 := read("default.json.sig")
+	pubText, err3 := read("catalog.pub")
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return err
+	}
+	pub, err := catalog.ParsePublicKey(string(pubText))
+	if err != nil {
+		return err
+	}
+	idx, err := catalog.Verify(data, sig, []ed25519.PublicKey{pub})
+	if err != nil {
+		return err
+	}
+	for _, e := range idx.Services {
+		fmt.Fprintf(c.Stdout, "%s %s: https://%s.<domain>, image %s\n", e.ID, e.Version, e.Subdomain, e.Images["amd64"].Index)
+	}
+	fmt.Fprintf(c.Stdout, "ok: %d services, signed by %s\n", len(idx.Services), strings.TrimSpace(string(pubText)))
+	return nil
+}
+
+// writeFileAtomic replaces file with data by a rename, so an interrupted
+// sign leaves the old index, never a half one.
+func writeFileAtomic(file string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}

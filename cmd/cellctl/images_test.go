@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pic-cell/cell/firmware/bundle"
+	"github.com/pic-cell/cell/images/catalog"
+)
+
+// catalogDir copies the embedded catalog into a temporary folder, with the
+// public key of a new key pair (whose private key it writes to keyFile) when
+// ownKey is set, else the embedded key.
+func catalogDir(t *testing.T, ownKey bool) (dir, keyFile string) {
+	t.Helper()
+	dir = t.TempDir()
+	data, sig := catalog.DefaultBytes()
+	pub := catalog.PublicKeyText()
+	keyFile = filepath.Join(t.TempDir(), "test.key")
+	if ownKey {
+		priv, pubB64, err := bundle.GenerateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(keyFile, priv, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		pub = pubB64
+	}
+	for name, b := range map[string][]byte{"default.json": data, "default.json.sig": sig, "catalog.pub": []byte(pub + "\n")} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, keyFile
+}
+
+func TestCatalogVerify(t *testing.T) {
+	dir, _ := catalogDir(t, false)
+	out, err := run("", "catalog", "verify", "-o", dir)
+	if err != nil || !strings.Contains(out, "files 1.0.0") || !strings.Contains(out, "ok: 1 services") {
+		t.Fatalf("verify of the embedded catalog: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "default.json"))
+	b = bytes.Replace(b, []byte(`"egress": false`), []byte(`"egress": true`), 1)
+	os.WriteFile(filepath.Join(dir, "default.json"), b, 0o644)
+	if _, err := run("", "catalog", "verify", "-o", dir); !errors.Is(err, catalog.ErrBadSignature) {
+		t.Errorf("verify of a tampered index: %v, want ErrBadSignature", err)
+	}
+}
+
+func TestCatalogSignRefusesAKeyTheCellDoesNotTrust(t *testing.T) {
+	dir, _ := catalogDir(t, false) // catalog.pub: the real key
+	_, foreign := catalogDir(t, true)
+	before, _ := os.ReadFile(filepath.Join(dir, "default.json.sig"))
+	_, err := run("", "catalog", "sign", "-key", foreign, "-o", dir, "-images", t.TempDir(), "-C", "../..")
+	if err == nil || !strings.Contains(err.Error(), "is not the key of") {
+		t.Fatalf("sign with a foreign key: %v", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "default.json.sig"))
+	if !bytes.Equal(before, after) {
+		t.Error("a refused sign rewrote the signature")
+	}
+}
+
+// TestCatalogSignPinsTheBuild signs the catalog with a key of its own: the
+// digests it pins are the embedded ones (the build is reproducible), and the
+// result verifies.
+func TestCatalogSignPinsTheBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: builds the service images")
+	}
+	dir, key := catalogDir(t, true)
+	out, err := run("", "catalog", "sign", "-key", key, "-o", dir, "-images", t.TempDir(), "-C", "../..")
+	if err != nil {
+		t.Fatalf("sign: %v\n%s", err, out)
+	}
+	t.Log(out)
+	data, _ := os.ReadFile(filepath.Join(dir, "default.json"))
+	sig, _ := os.ReadFile(filepath.Join(dir, "default.json.sig"))
+	pubText, _ := os.ReadFile(filepath.Join(dir, "catalog.pub"))
+	pub, err := catalog.ParsePublicKey(string(pubText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := catalog.Verify(data, sig, []ed25519.PublicKey{pub})
+	if err != nil {
+		t.Fatalf("the signed index does not verify: %v", err)
+	}
+	want, err := catalog.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gf, _ := got.Service("files")
+	wf, _ := want.Service("files")
+	for _, arch := range []string{"amd64", "arm64"} {
+		if gf.Images[arch] != wf.Images[arch] {
+			t.Errorf("%s: signed %+v, embedded %+v (run make catalog?)", arch, gf.Images[arch], wf.Images[arch])
+		}
+	}
+	if _, err := catalog.Verify(data, sig, []ed25519.PublicKey{catalog.PublicKey()}); !errors.Is(err, catalog.ErrBadSignature) {
+		t.Errorf("an index signed by the test's key verified with the real one: %v", err)
+	}
+}
+
+func TestImagesBuildRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown image", []string{"images", "build", "-only", "nope", "-C", "../..", "-o", t.TempDir()}, `no first-party image named "nope"`},
+		{"not the module root", []string{"images", "build", "-C", t.TempDir(), "-o", t.TempDir()}, "not the module's root"},
+		{"no subcommand", []string{"images"}, "usage"},
+		{"stray argument", []string{"images", "build", "files"}, "unexpected arguments"},
+	} {
+		_, err := run("", tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}
