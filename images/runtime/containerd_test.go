@@ -1,0 +1,302 @@
+package runtime_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pic-cell/cell/images/runtime"
+	"github.com/pic-cell/cell/images/runtime/containerdtest"
+)
+
+// uniqueID names a container so that tests of other packages running their
+// own containerd at the same time never share a cgroup or a shim socket.
+func uniqueID(prefix string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+func newAdapter(t *testing.T, d *containerdtest.Daemon) *runtime.Containerd {
+	t.Helper()
+	r, err := runtime.NewWithOptions(d.Socket, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		runtime.Options{RuncRoot: d.RuncRoot, CgroupParent: d.CgroupParent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func waitState(t *testing.T, r runtime.Runtime, id, want string, within time.Duration) runtime.Status {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		st, err := r.Status(context.Background(), id)
+		if err == nil && st.State == want {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("container %s: state %+v (err %v), want %s after %v", id, st, err, want, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestContainerdLifecycle(t *testing.T) {
+	d := containerdtest.Start(t)
+	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
+	r := newAdapter(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	img, err := r.Import(ctx, p.Archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Ref != p.Ref || img.Digest != p.Digest {
+		t.Fatalf("Import = %+v, want ref %s digest %s", img, p.Ref, p.Digest)
+	}
+	// Idempotent.
+	if img2, err := r.Import(ctx, p.Archive); err != nil || img2 != img {
+		t.Fatalf("second Import = %+v, %v; want %+v", img2, err, img)
+	}
+	imgs, err := r.Images(ctx)
+	if err != nil || len(imgs) != 1 || imgs[0] != img {
+		t.Fatalf("Images = %+v, %v; want [%+v]", imgs, err, img)
+	}
+
+	id := uniqueID("svc")
+	logPath := filepath.Join(t.TempDir(), "logs", id+".log")
+	exits, err := r.Exits(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := runtime.Spec{ID: id, Image: p.Ref, LogPath: logPath, MemoryBytes: 64 << 20, CPUMillis: 500, Pids: 64, User: "65534:65534"}
+	if err := r.Ensure(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if st := waitState(t, r, id, runtime.StateCreated, time.Second); st.PID != 0 {
+		t.Errorf("created container has pid %d", st.PID)
+	}
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, r, id, runtime.StateRunning, 5*time.Second)
+	if st.PID == 0 || st.StartedAt.IsZero() {
+		t.Errorf("running status %+v: want a pid and a start time", st)
+	}
+	// Idempotent start: the same task.
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if st2, _ := r.Status(ctx, id); st2.PID != st.PID {
+		t.Errorf("second Start changed the pid: %d, then %d", st.PID, st2.PID)
+	}
+	// Ensure of the same spec adopts: same task still running.
+	if err := r.Ensure(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if st2, _ := r.Status(ctx, id); st2.State != runtime.StateRunning || st2.PID != st.PID {
+		t.Errorf("Ensure of the same spec touched the task: %+v, was pid %d", st2, st.PID)
+	}
+	cs, err := r.Containers(ctx)
+	if err != nil || len(cs) != 1 || cs[0].ID != id || cs[0].Image != p.Ref || cs[0].State != runtime.StateRunning {
+		t.Fatalf("Containers = %+v, %v", cs, err)
+	}
+	if err := r.RemoveImage(ctx, p.Ref); !errors.Is(err, runtime.ErrInUse) {
+		t.Errorf("RemoveImage of a used image = %v, want ErrInUse", err)
+	}
+
+	// The probe's first lines reach the log file.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines, err := r.Logs(ctx, id, 10)
+		if err == nil && len(lines) > 0 && strings.Contains(lines[0], "probe serving on :8080") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Logs = %q, %v; want the probe's start line", lines, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	// Stop: the probe dies of SIGTERM (Go's default), well within the grace.
+	t0 := time.Now()
+	if err := r.Stop(ctx, id, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(t0); el > 4*time.Second {
+		t.Errorf("Stop took %v; SIGTERM should have been enough", el)
+	}
+	st = waitState(t, r, id, runtime.StateStopped, time.Second)
+	if st.ExitedAt.IsZero() {
+		t.Errorf("stopped status %+v: no exit time", st)
+	}
+	select {
+	case e := <-exits:
+		if e.ID != id {
+			t.Errorf("exit event for %q, want %q", e.ID, id)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no exit event within 5 s of the stop")
+	}
+	if err := r.Stop(ctx, id, time.Second); err != nil {
+		t.Errorf("second Stop = %v", err)
+	}
+	// A dead task is replaced by Start.
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, id, runtime.StateRunning, 5*time.Second)
+
+	// A changed spec recreates the container.
+	spec2 := spec
+	spec2.Env = []string{"X=1"}
+	if err := r.Ensure(ctx, spec2); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, id, runtime.StateCreated, time.Second)
+
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, r, id, runtime.StateAbsent, time.Second)
+	if err := r.Remove(ctx, id); err != nil {
+		t.Errorf("second Remove = %v", err)
+	}
+	if err := r.Start(ctx, id); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("Start of a removed container = %v, want ErrNotFound", err)
+	}
+	if err := r.RemoveImage(ctx, p.Ref); err != nil {
+		t.Fatalf("RemoveImage = %v", err)
+	}
+	if err := r.RemoveImage(ctx, p.Ref); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("second RemoveImage = %v, want ErrNotFound", err)
+	}
+	if err := r.Ensure(ctx, spec); !errors.Is(err, runtime.ErrNotFound) {
+		t.Errorf("Ensure without its image = %v, want ErrNotFound", err)
+	}
+}
+
+// TestContainerdSandbox runs the probe's "caps" command as root (uid 0 in
+// the container) and reads what it saw: no capability in any set, a
+// read-only root, the id as hostname, seccomp filtering, no new privileges.
+func TestContainerdSandbox(t *testing.T) {
+	d := containerdtest.Start(t)
+	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
+	r := newAdapter(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := r.Import(ctx, p.Archive); err != nil {
+		t.Fatal(err)
+	}
+	id := uniqueID("caps")
+	vol := t.TempDir()
+	logPath := filepath.Join(t.TempDir(), id+".log")
+	spec := runtime.Spec{ID: id, Image: p.Ref, Args: []string{"/probe", "caps"}, User: "0:0", LogPath: logPath,
+		Mounts: []runtime.Mount{{Source: vol, Target: "/data"}}}
+	if err := r.Ensure(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	st := waitState(t, r, id, runtime.StateStopped, 10*time.Second)
+	lines, err := r.Logs(ctx, id, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ExitCode != 0 {
+		t.Fatalf("probe caps exited %d: %q", st.ExitCode, lines)
+	}
+	got := map[string]string{}
+	for _, l := range lines {
+		k, v, _ := strings.Cut(l, ":")
+		got[k] = strings.TrimSpace(v)
+	}
+	for _, c := range []struct{ key, want string }{
+		{"CapInh", "0000000000000000"},
+		{"CapPrm", "0000000000000000"},
+		{"CapEff", "0000000000000000"},
+		{"CapBnd", "0000000000000000"},
+		{"CapAmb", "0000000000000000"},
+		{"NoNewPrivs", "1"},
+		{"Seccomp", "2"},
+		{"hostname", id},
+		{"uid", "0 gid: 0"},
+	} {
+		if got[c.key] != c.want {
+			t.Errorf("%s = %q, want %q (output %q)", c.key, got[c.key], c.want, lines)
+		}
+	}
+	if !strings.HasPrefix(got["rootfs"], "read-only") {
+		t.Errorf("rootfs: %q, want read-only", got["rootfs"])
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestContainerdRestart stops and starts the daemon under a running task:
+// the adapter's calls fail with ErrUnavailable meanwhile and work again
+// after, and the task ran through.
+func TestContainerdRestart(t *testing.T) {
+	d := containerdtest.Start(t)
+	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
+	r := newAdapter(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := r.Import(ctx, p.Archive); err != nil {
+		t.Fatal(err)
+	}
+	id := uniqueID("rst")
+	if err := r.Ensure(ctx, runtime.Spec{ID: id, Image: p.Ref}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	before := waitState(t, r, id, runtime.StateRunning, 5*time.Second)
+	exits, err := r.Exits(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d.Stop()
+	if _, err := r.Status(ctx, id); !errors.Is(err, runtime.ErrUnavailable) {
+		t.Errorf("Status with containerd down = %v, want ErrUnavailable", err)
+	}
+	if err := r.Start(ctx, id); !errors.Is(err, runtime.ErrUnavailable) {
+		t.Errorf("Start with containerd down = %v, want ErrUnavailable", err)
+	}
+	d.Restart()
+
+	after := waitState(t, r, id, runtime.StateRunning, 15*time.Second)
+	if after.PID != before.PID {
+		t.Errorf("task pid %d before the restart, %d after: want the same task", before.PID, after.PID)
+	}
+	// The exit subscription came back too.
+	time.Sleep(time.Second)
+	if err := r.Stop(ctx, id, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-exits:
+		if e.ID != id {
+			t.Errorf("exit of %q, want %q", e.ID, id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("no exit event after the daemon's restart")
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
