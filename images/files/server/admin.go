@@ -137,8 +137,7 @@ func (s *Server) putAccount(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusRequestEntityTooLarge, "body over 64 KiB")
 			return
 		}
-		// The decoder's message names fields and offsets, never values.
-		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		writeError(w, http.StatusBadRequest, "body: "+decodeProblem(err))
 		return
 	}
 	if dec.More() {
@@ -303,3 +302,22 @@ func copyAccounts(m map[string]account) map[string]account {
 }
 
 func sortedNames(m map[string]account) []string { return slices.Sorted(maps.Keys(m)) }
+
+// decodeProblem describes a JSON decoding error without quoting the body: a
+// syntax error's message quotes the offending character, which may be one of
+// the password's.
+func decodeProblem(err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at offset %d", syntax.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "empty or truncated JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return err.Error()[len("json: "):] // a key, not a value
+	}
+	return "not a JSON object"
+}
