@@ -240,7 +240,7 @@ func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request) {
 	s.accounts = accounts
 	s.cache.forget(name)
 	delete(s.usage, name)
-	delete(s.locks, name)
+	s.locks.forget(name, s.cfg.Now())
 	// The household's files are moved aside, never deleted. Should the move
 	// fail, the home stays where it was and a new account of that name would
 	// find it again; the caller hears of it.

@@ -57,7 +57,7 @@ type Server struct {
 	mu       sync.Mutex
 	accounts map[string]account
 	usage    map[string]*usage
-	locks    map[string]webdav.LockSystem
+	locks    *lockTable
 }
 
 // New opens (creating when missing) the data directory and loads the accounts.
@@ -112,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		dummy:    dummy,
 		accounts: accounts,
 		usage:    map[string]*usage{},
-		locks:    map[string]webdav.LockSystem{},
+		locks:    newLockTable(),
 	}
 	for name := range accounts {
 		if err := homes.Mkdir(name, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -235,14 +235,8 @@ func (s *Server) serveDAV(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	_, exists := s.accounts[user]
 	var u *usage
-	var ls webdav.LockSystem
 	if exists {
 		u = s.usageOfLocked(user)
-		ls = s.locks[user]
-		if ls == nil {
-			ls = webdav.NewMemLS()
-			s.locks[user] = ls
-		}
 	}
 	s.mu.Unlock()
 	if !exists { // deleted since authenticate
@@ -272,7 +266,7 @@ func (s *Server) serveDAV(w http.ResponseWriter, r *http.Request) {
 	}
 	h := &webdav.Handler{
 		FileSystem: afs,
-		LockSystem: ls,
+		LockSystem: s.locks.forUser(user),
 		Logger: func(r *http.Request, err error) {
 			if err != nil {
 				s.log.Debug("webdav", "user", user, "method", r.Method, "path", r.URL.Path, "err", err)
