@@ -1,6 +1,9 @@
 // Package firewall owns the cell's nftables table, `inet pic`: input
 // filtering for the cell itself, forwarding between peers, the LAN and the
-// internet, masquerade on the WAN interface and port forwards.
+// internet, masquerade on the WAN interface and port forwards, and the
+// fence around the services bridge (netstack/bridge): peers reach services
+// only through the front (the cell itself), a service reaches the internet
+// only when allowed, and never the LAN, the tunnel or the cell's own ports.
 //
 // The table is the cell's alone and is rebuilt whole, in one netlink batch,
 // whenever its structure changes; it is never appended to. Per-peer policy
@@ -37,6 +40,71 @@ type Ruleset struct {
 	WANTCP   []uint16       // optional; cell services open from everywhere (the web UI)
 	Peers    []Peer         // optional
 	Forwards []Forward      // optional
+	Services *Services      // optional; nil: no services bridge
+}
+
+// Services is the services bridge as the firewall sees it.
+type Services struct {
+	Bridge  string       // required; the bridge interface, "pic-svc0"
+	Subnet  netip.Prefix // required; the services' IPv4 subnet, 10.77.250.0/24
+	Gateway netip.Addr   // required; the cell's address on the bridge, 10.77.250.1
+	// Egress are the services allowed to reach the internet, out of the
+	// WAN only (never the LAN, private or reserved ranges).
+	Egress []netip.Addr
+}
+
+// clone copies s deeply, so that a caller's later change to its Egress does
+// not change what the firewall thinks it applied.
+func (s *Services) clone() *Services {
+	if s == nil {
+		return nil
+	}
+	c := *s
+	c.Egress = slices.Clone(s.Egress)
+	return &c
+}
+
+// sameServices reports whether a and b make the same rules (the order of
+// Egress aside).
+func sameServices(a, b *Services) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ea, eb := slices.Clone(a.Egress), slices.Clone(b.Egress)
+	slices.SortFunc(ea, netip.Addr.Compare)
+	slices.SortFunc(eb, netip.Addr.Compare)
+	return a.Bridge == b.Bridge && a.Subnet == b.Subnet && a.Gateway == b.Gateway && slices.Equal(ea, eb)
+}
+
+func (s *Services) validate(rs Ruleset) error {
+	if s.Bridge == "" || len(s.Bridge) > 15 {
+		return errors.New("firewall: services bridge name required (at most 15 bytes)")
+	}
+	if s.Bridge == rs.WGInterface || s.Bridge == rs.WAN {
+		return fmt.Errorf("firewall: services bridge %q is also the tunnel or the WAN", s.Bridge)
+	}
+	if !s.Subnet.IsValid() || !s.Subnet.Addr().Is4() || s.Subnet != s.Subnet.Masked() {
+		return fmt.Errorf("firewall: services subnet %v is not an IPv4 network", s.Subnet)
+	}
+	if s.Subnet.Overlaps(rs.Tunnel4) {
+		return fmt.Errorf("firewall: services subnet %v overlaps the tunnel %v", s.Subnet, rs.Tunnel4)
+	}
+	for _, l := range rs.LAN {
+		if s.Subnet.Overlaps(l) {
+			return fmt.Errorf("firewall: services subnet %v overlaps the LAN %v", s.Subnet, l)
+		}
+	}
+	if !s.Subnet.Contains(s.Gateway) {
+		return fmt.Errorf("firewall: services gateway %v outside %v", s.Gateway, s.Subnet)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, a := range s.Egress {
+		if !s.Subnet.Contains(a) || a == s.Gateway || seen[a] {
+			return fmt.Errorf("firewall: service egress address %v (outside the subnet, the gateway or twice)", a)
+		}
+		seen[a] = true
+	}
+	return nil
 }
 
 // Peer is one peer's addresses and policy.
@@ -110,6 +178,11 @@ func (rs Ruleset) validate() error {
 			seen[p.Addr6] = true
 		}
 	}
+	if rs.Services != nil {
+		if err := rs.Services.validate(rs); err != nil {
+			return err
+		}
+	}
 	for _, f := range rs.Forwards {
 		if f.Proto != "tcp" && f.Proto != "udp" {
 			return fmt.Errorf("firewall: forward protocol %q", f.Proto)
@@ -138,7 +211,7 @@ func sameStructure(a, b Ruleset) bool {
 		a.Tunnel4 == b.Tunnel4 && a.Tunnel6 == b.Tunnel6 &&
 		slices.Equal(a.LAN, b.LAN) && slices.Equal(a.LocalTCP, b.LocalTCP) &&
 		slices.Equal(a.LocalUDP, b.LocalUDP) && slices.Equal(a.WANTCP, b.WANTCP) &&
-		slices.Equal(a.Forwards, b.Forwards)
+		slices.Equal(a.Forwards, b.Forwards) && sameServices(a.Services, b.Services)
 }
 
 // The per-peer sets. Each peer is an element of the sets its policy puts it

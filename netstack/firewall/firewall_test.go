@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -48,6 +49,19 @@ func sample(peers int) Ruleset {
 	}
 	for i := 2; i < peers+2; i++ {
 		rs.Peers = append(rs.Peers, peerN(i))
+	}
+	return rs
+}
+
+// withServices is sample with the services bridge, two services of three
+// allowed out.
+func withServices(peers int) Ruleset {
+	rs := sample(peers)
+	rs.Services = &Services{
+		Bridge:  "pic-svc0",
+		Subnet:  netip.MustParsePrefix("10.78.250.0/24"),
+		Gateway: netip.MustParseAddr("10.78.250.1"),
+		Egress:  []netip.Addr{netip.MustParseAddr("10.78.250.4"), netip.MustParseAddr("10.78.250.2")},
 	}
 	return rs
 }
@@ -178,6 +192,57 @@ func TestRebuildBytes(t *testing.T) {
 	golden(t, "rebuild.netlink", dump(ms))
 }
 
+// TestRebuildBytesServices holds the bytes of a rebuild with the services
+// bridge; rebuild.netlink (without it) must not change.
+func TestRebuildBytesServices(t *testing.T) {
+	n, r := newRecorded(t)
+	if err := n.Set(withServices(3)); err != nil {
+		t.Fatal(err)
+	}
+	batches, ms := r.take()
+	if batches != 1 {
+		t.Errorf("rebuild sent %d batches, want 1", batches)
+	}
+	golden(t, "rebuild-services.netlink", dump(ms))
+}
+
+// TestServicesChanges: services on, off or with other egress rebuild the
+// table; the same services (egress in another order) send nothing, and a
+// change to the caller's slice after Set is not mistaken for the applied
+// state.
+func TestServicesChanges(t *testing.T) {
+	n, r := newRecorded(t)
+	rs := withServices(3)
+	if err := n.Set(rs); err != nil {
+		t.Fatal(err)
+	}
+	r.take()
+	same := withServices(3)
+	slices.Reverse(same.Services.Egress)
+	rs.Services.Egress[0] = netip.MustParseAddr("10.78.250.9") // the caller reuses its slice
+	if err := n.Set(same); err != nil {
+		t.Fatal(err)
+	}
+	if b, ms := r.take(); b != 0 || len(ms) != 0 {
+		t.Errorf("same services sent %d batches, %d messages; want none", b, len(ms))
+	}
+	for name, mut := range map[string]func(*Ruleset){
+		"off":        func(r *Ruleset) { r.Services = nil },
+		"on":         func(r *Ruleset) {},
+		"egress off": func(r *Ruleset) { r.Services.Egress = r.Services.Egress[:1] },
+		"bridge":     func(r *Ruleset) { r.Services.Bridge = "pic-svc1" },
+	} {
+		next := withServices(3)
+		mut(&next)
+		if err := n.Set(next); err != nil {
+			t.Fatal(err)
+		}
+		if b, ms := r.take(); b != 1 || len(ms) < 3 || msgNames[int(ms[1].Header.Type)&0xff] != "deltable" {
+			t.Errorf("%s: sent %d batches, %d messages; want a rebuild", name, b, len(ms))
+		}
+	}
+}
+
 // TestSetTwiceSendsNothing: the second Set of an equal ruleset is free.
 func TestSetTwiceSendsNothing(t *testing.T) {
 	n, r := newRecorded(t)
@@ -271,17 +336,32 @@ func TestValidateRejects(t *testing.T) {
 		"dup peer":      func(r *Ruleset) { r.Peers = append(r.Peers, r.Peers[0]) },
 		"bad proto":     func(r *Ruleset) { r.Forwards[0].Proto = "icmp" },
 		"forward to v6": func(r *Ruleset) { r.Forwards[0].To = netip.MustParseAddr("fd77::2") },
+		"svc no bridge": func(r *Ruleset) { r.Services.Bridge = "" },
+		"svc bridge wg": func(r *Ruleset) { r.Services.Bridge = "wg0" },
+		"svc v6 subnet": func(r *Ruleset) { r.Services.Subnet = netip.MustParsePrefix("fd78::/64") },
+		"svc unmasked":  func(r *Ruleset) { r.Services.Subnet = netip.MustParsePrefix("10.78.250.1/24") },
+		"svc in tunnel": func(r *Ruleset) { r.Services.Subnet = netip.MustParsePrefix("10.77.250.0/24") },
+		"svc in lan":    func(r *Ruleset) { r.Services.Subnet = netip.MustParsePrefix("192.168.1.0/25") },
+		"svc gateway":   func(r *Ruleset) { r.Services.Gateway = netip.MustParseAddr("10.78.251.1") },
+		"svc egress out": func(r *Ruleset) {
+			r.Services.Egress = []netip.Addr{netip.MustParseAddr("10.78.251.2")}
+		},
+		"svc egress gw": func(r *Ruleset) { r.Services.Egress = []netip.Addr{r.Services.Gateway} },
+		"svc egress dup": func(r *Ruleset) {
+			r.Services.Egress = append(r.Services.Egress, r.Services.Egress[0])
+		},
 	} {
-		rs := ok
-		rs.Peers = append([]Peer(nil), ok.Peers...)
+		rs := withServices(2)
 		rs.Forwards = append([]Forward(nil), ok.Forwards...)
 		mut(&rs)
 		if err := (&Fake{}).Set(rs); err == nil {
 			t.Errorf("%s: Set accepted an invalid ruleset", name)
 		}
 	}
-	if err := (&Fake{}).Set(ok); err != nil {
-		t.Errorf("valid ruleset refused: %v", err)
+	for _, rs := range []Ruleset{ok, withServices(2)} {
+		if err := (&Fake{}).Set(rs); err != nil {
+			t.Errorf("valid ruleset refused: %v", err)
+		}
 	}
 }
 

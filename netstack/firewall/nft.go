@@ -263,6 +263,7 @@ func (n *NFT) rebuildLocked(rs Ruleset) error {
 	}
 	applied := rs
 	applied.Peers = nil
+	applied.Services = rs.Services.clone()
 	n.applied = &applied
 	n.peers = make(map[netip.Addr]Peer, len(rs.Peers))
 	for _, p := range rs.Peers {
@@ -321,6 +322,19 @@ func build(c *nftables.Conn, rs Ruleset) {
 		}
 	}
 
+	// The services allowed out to the internet, e.g.
+	// nft add set inet pic svc_egress4 '{ type ipv4_addr; }'
+	var egress *nftables.Set
+	if sv := rs.Services; sv != nil {
+		id++
+		egress = &nftables.Set{Table: t, ID: id, Name: setSvcEgress, KeyType: nftables.TypeIPAddr}
+		var elems []nftables.SetElement
+		for _, a := range sortedAddrs(sv.Egress) {
+			elems = append(elems, nftables.SetElement{Key: addrKey(a)})
+		}
+		c.AddSet(egress, elems)
+	}
+
 	policyDrop := nftables.ChainPolicyDrop
 	input := c.AddChain(&nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &policyDrop})
@@ -357,6 +371,12 @@ func build(c *nftables.Conn, rs Ruleset) {
 	add(input, append(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()))
 	// ct state invalid drop
 	add(input, append(ctState(expr.CtStateBitINVALID), drop()))
+	if sv := rs.Services; sv != nil {
+		// A service talks to the cell only in connections the cell opened
+		// (the front, admin calls): not the API, DNS or WireGuard.
+		// iifname "pic-svc0" counter drop
+		add(input, cat(iifname(sv.Bridge), one(&expr.Counter{}, drop())))
+	}
 	// meta l4proto icmp accept
 	add(input, append(l4proto(unix.IPPROTO_ICMP), accept()))
 	// meta l4proto ipv6-icmp accept
@@ -393,6 +413,9 @@ func build(c *nftables.Conn, rs Ruleset) {
 	add(forward, append(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), accept()))
 	// ct state invalid drop
 	add(forward, append(ctState(expr.CtStateBitINVALID), drop()))
+	if sv := rs.Services; sv != nil {
+		servicesForward(add, forward, rs, egress)
+	}
 	for _, v6 := range fams {
 		// iifname "wg0" oifname "wg0" ip saddr @peers4 accept
 		add(forward, cat(iifname(wg), oifname(wg), addrInSet(v6, false, set(setPeers, v6)), one(accept())))
@@ -422,5 +445,76 @@ func build(c *nftables.Conn, rs Ruleset) {
 			// oifname "eth0" ip6 saddr fd77::/64 masquerade
 			add(postrouting, cat(oifname(rs.WAN), addrInPrefix(false, rs.Tunnel6), one(&expr.Masq{})))
 		}
+		if sv := rs.Services; sv != nil {
+			// oifname "eth0" ip saddr 10.77.250.0/24 masquerade
+			add(postrouting, cat(oifname(rs.WAN), addrInPrefix(false, sv.Subnet), one(&expr.Masq{})))
+		}
 	}
+}
+
+// setSvcEgress is the set of services allowed to reach the internet.
+const setSvcEgress = "svc_egress4"
+
+// reserved are the IPv4 ranges a service never reaches, egress or not:
+// this-network, RFC 1918, shared address space (CGNAT), loopback,
+// link-local, IETF protocol assignments, multicast and the reserved rest.
+// 198.18.0.0/15 stays reachable: it is the test internet.
+var reserved = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.0.0.0/24"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/3"),
+}
+
+// servicesBlocked lists the destinations closed to services: the reserved
+// ranges, then the tunnel, the services subnet and the LAN networks that
+// the reserved ranges do not already cover.
+func servicesBlocked(rs Ruleset) []netip.Prefix {
+	out := slices.Clone(reserved)
+	more := append([]netip.Prefix{rs.Tunnel4, rs.Services.Subnet}, rs.LAN...)
+	for _, p := range more {
+		p = p.Masked()
+		if !p.Addr().Is4() {
+			continue // a service has no IPv6 route out: the final drop takes it
+		}
+		if !slices.ContainsFunc(out, func(q netip.Prefix) bool { return q.Bits() <= p.Bits() && q.Contains(p.Addr()) }) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// servicesForward adds the forward rules of the services bridge, right
+// after the conntrack rules: replies (ct state established,related) have
+// been accepted by then, so these see only new connections.
+func servicesForward(add func(*nftables.Chain, []expr.Any), forward *nftables.Chain, rs Ruleset, egress *nftables.Set) {
+	br := rs.Services.Bridge
+	// No service-to-service traffic at L3 (the ports are isolated at L2).
+	// iifname "pic-svc0" oifname "pic-svc0" counter drop
+	add(forward, cat(iifname(br), oifname(br), one(&expr.Counter{}, drop())))
+	// Nothing opens a connection to a service but the cell (the front):
+	// not a peer, the LAN or the internet.
+	// oifname "pic-svc0" counter drop
+	add(forward, cat(oifname(br), one(&expr.Counter{}, drop())))
+	if rs.WAN != "" {
+		for _, p := range servicesBlocked(rs) {
+			// iifname "pic-svc0" ip daddr 192.168.0.0/16 drop
+			add(forward, cat(iifname(br), addrInPrefix(true, p), one(drop())))
+		}
+		// iifname "pic-svc0" oifname "eth0" ip saddr @svc_egress4 accept
+		add(forward, cat(iifname(br), oifname(rs.WAN), addrInSet(false, false, egress), one(accept())))
+	}
+	// iifname "pic-svc0" counter drop
+	add(forward, cat(iifname(br), one(&expr.Counter{}, drop())))
+}
+
+func sortedAddrs(as []netip.Addr) []netip.Addr {
+	out := slices.Clone(as)
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

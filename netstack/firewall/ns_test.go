@@ -43,30 +43,40 @@ func kernelFirewall(t *testing.T, ns *nstest.NS) *NFT {
 	return n
 }
 
-// TestKernelRulesetGolden applies the ruleset twice in a fresh namespace
-// and compares `nft list ruleset` with testdata/ruleset.nft.
+// TestKernelRulesetGolden applies each ruleset twice in a fresh namespace
+// and compares `nft list ruleset` with its golden file in testdata.
 func TestKernelRulesetGolden(t *testing.T) {
 	nstest.RequireRoot(t)
-	ns := nstest.NewNS(t, "fw")
-	n := kernelFirewall(t, ns)
-	rs := sample(3)
-	if err := n.Rebuild(rs); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		golden string
+		rs     Ruleset
+	}{
+		{"ruleset.nft", sample(3)},
+		{"ruleset-services.nft", withServices(3)},
+	} {
+		t.Run(tc.golden, func(t *testing.T) {
+			ns := nstest.NewNS(t, "fw")
+			n := kernelFirewall(t, ns)
+			rs := tc.rs
+			if err := n.Rebuild(rs); err != nil {
+				t.Fatal(err)
+			}
+			first := listRuleset(t, ns)
+			// A new Firewall (as after a restart) rebuilds over the existing table.
+			n2 := kernelFirewall(t, ns)
+			if err := n2.Rebuild(rs); err != nil {
+				t.Fatal(err)
+			}
+			if err := n2.Set(rs); err != nil {
+				t.Fatal(err)
+			}
+			second := listRuleset(t, ns)
+			if first != second {
+				t.Errorf("ruleset changed on the second apply:\n%s", lineDiff(first, second))
+			}
+			golden(t, tc.golden, second)
+		})
 	}
-	first := listRuleset(t, ns)
-	// A new Firewall (as after a restart) rebuilds over the existing table.
-	n2 := kernelFirewall(t, ns)
-	if err := n2.Rebuild(rs); err != nil {
-		t.Fatal(err)
-	}
-	if err := n2.Set(rs); err != nil {
-		t.Fatal(err)
-	}
-	second := listRuleset(t, ns)
-	if first != second {
-		t.Errorf("ruleset changed on the second apply:\n%s", lineDiff(first, second))
-	}
-	golden(t, "ruleset.nft", second)
 }
 
 // TestKernelRandomTransitions cycles through random rulesets in random
@@ -87,6 +97,10 @@ func TestKernelRandomTransitions(t *testing.T) {
 		rs.Peers = rs.Peers[:2+rng.IntN(4)]
 		if i == 4 {
 			rs.WAN = "" // a structural change
+		}
+		if i%2 == 1 { // services on, with some of them allowed out
+			rs.Services = withServices(0).Services
+			rs.Services.Egress = rs.Services.Egress[:rng.IntN(3)]
 		}
 		states = append(states, rs)
 	}
