@@ -1,6 +1,7 @@
 package server
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -196,5 +197,52 @@ func TestDAVQuota(t *testing.T) {
 	_, list := e.adminDo("GET", "/admin/v1/accounts", "")
 	if !strings.Contains(list, `"usage_bytes":100`) {
 		t.Errorf("usage after the uploads: %s", list)
+	}
+}
+
+// TestParallelUploadsKeepTheQuota: uploads racing for the last bytes of a
+// quota cannot together pass it (each write reserves its bytes first).
+func TestParallelUploadsKeepTheQuota(t *testing.T) {
+	e := newEnv(t, "")
+	const quota, each, n = 1000, 300, 8
+	e.putAccount("alice", "pw-a", quota)
+	codes := make(chan int, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			code, _ := e.dav("alice", "pw-a", "PUT", fmt.Sprintf("/f%d", i), chunked{strings.NewReader(strings.Repeat("z", each))})
+			codes <- code
+		}()
+	}
+	created := 0
+	for i := 0; i < n; i++ {
+		switch c := <-codes; c {
+		case http.StatusCreated:
+			created++
+		case http.StatusInsufficientStorage:
+		default:
+			t.Errorf("upload: %d, want 201 or 507", c)
+		}
+	}
+	size, err := dirSize(filepath.Join(e.dir, "data", "homes", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size > quota || created != quota/each || size != int64(created*each) {
+		t.Errorf("%d uploads of %d bytes created, home holds %d bytes; want %d created, at most %d bytes", created, each, size, quota/each, quota)
+	}
+}
+
+// TestNoTempDir: the root file system is read-only in the container, so
+// nothing may use os.TempDir.
+func TestNoTempDir(t *testing.T) {
+	dir := t.TempDir() // before TMPDIR points nowhere
+	t.Setenv("TMPDIR", "/nonexistent/tmp")
+	e := newEnv(t, dir)
+	e.putAccount("alice", "pw-a", 0)
+	if code, _ := e.dav("alice", "pw-a", "PUT", "/a", chunked{strings.NewReader("data")}); code != http.StatusCreated {
+		t.Errorf("PUT with no usable TMPDIR: %d, want 201", code)
+	}
+	if code, _ := e.dav("alice", "pw-a", "COPY", "/a", nil, "Destination", "/shared/a"); code != http.StatusCreated {
+		t.Errorf("COPY with no usable TMPDIR: %d, want 201", code)
 	}
 }

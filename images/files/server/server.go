@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -307,6 +308,18 @@ func (q *quotaWriter) Write(b []byte) (int, error) {
 }
 
 func (q *quotaWriter) Unwrap() http.ResponseWriter { return q.ResponseWriter }
+
+// ReadFrom keeps the server's sendfile path for downloads (GET hands an
+// *os.File to http.ServeContent, which copies into the writer).
+func (q *quotaWriter) ReadFrom(src io.Reader) (int64, error) {
+	if q.rewritten {
+		return io.Copy(io.Discard, src)
+	}
+	if rf, ok := q.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(src)
+	}
+	return io.Copy(struct{ io.Writer }{q.ResponseWriter}, src)
+}
 
 // tokenFile is the admin token, reread when the file's size or time changes
 // (the cell may rotate it while the service runs).
