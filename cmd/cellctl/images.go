@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -78,7 +79,7 @@ func buildImages(ctx context.Context, w io.Writer, module, out, only string) (ma
 // catalog: `cellctl catalog sign -key pic-catalog.key [-o images/catalog]`
 // and `cellctl catalog verify [-o images/catalog]`.
 func (c *CLI) catalog(args []string) error {
-	usage := "usage: cellctl catalog sign -key pic-catalog.key [-o images/catalog] [-images images/out] [-C MODULE_DIR]\n       cellctl catalog verify [-o images/catalog]"
+	usage := "usage: cellctl catalog sign -key pic-catalog.key [-o images/catalog] [-images images/out] [-C MODULE_DIR] [-allow-dirty]\n       cellctl catalog verify [-o images/catalog]"
 	if len(args) == 0 {
 		fmt.Fprintln(c.Stderr, usage)
 		return errUsage
@@ -103,6 +104,7 @@ func (c *CLI) catalogSign(args []string) error {
 	dir := fs.String("o", "images/catalog", "the folder with default.json, default.json.sig and catalog.pub")
 	out := fs.String("images", "images/out", "folder to build the images into")
 	module := fs.String("C", ".", "the module's root")
+	allowDirty := fs.Bool("allow-dirty", false, "sign even when the services' sources have uncommitted changes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -141,6 +143,16 @@ func (c *CLI) catalogSign(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	// Pinned digests must be those of the committed sources, or no one can
+	// rebuild them: refuse a tree with edits in what the images compile.
+	if !*allowDirty {
+		dirty, err := dirtySources(ctx, *module)
+		if err != nil {
+			fmt.Fprintf(c.Stderr, "cellctl: cannot tell whether the sources are committed (%v); signing anyway\n", err)
+		} else if len(dirty) > 0 {
+			return fmt.Errorf("uncommitted changes in the images' sources (%s): commit them first, or pass -allow-dirty", strings.Join(dirty, ", "))
+		}
+	}
 	results, err := buildImages(ctx, c.Stdout, *module, *out, "")
 	if err != nil {
 		return err
@@ -242,4 +254,45 @@ func writeFileAtomic(file string, data []byte) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), file)
+}
+
+// dirtySources lists the files git reports as changed or new in the module's
+// packages that the first-party images compile, and in go.mod and go.sum.
+func dirtySources(ctx context.Context, module string) ([]string, error) {
+	abs, err := filepath.Abs(module)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"list", "-deps", "-f", "{{if not .Standard}}{{.Dir}}{{end}}"}
+	for _, s := range oci.FirstParty {
+		args = append(args, s.Package)
+	}
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = abs
+	// The images are built for linux with cgo off: list what those builds read.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list: %w", err)
+	}
+	paths := []string{"go.mod", "go.sum"}
+	for _, dir := range strings.Fields(string(out)) {
+		if rel, err := filepath.Rel(abs, dir); err == nil && !strings.HasPrefix(rel, "..") {
+			paths = append(paths, filepath.ToSlash(rel))
+		}
+	}
+	// -uall: a new file in a package's folder (untracked) counts too.
+	st := exec.CommandContext(ctx, "git", append([]string{"-C", abs, "status", "--porcelain", "-uall", "--"}, paths...)...)
+	out, err = st.Output()
+	if err != nil {
+		return nil, fmt.Errorf("git status: %w", err)
+	}
+	var dirty []string
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		// Tests and their data are not compiled into the images.
+		if name := line[min(3, len(line)):]; name != "" && !strings.HasSuffix(name, "_test.go") && !strings.Contains(name, "testdata/") {
+			dirty = append(dirty, name)
+		}
+	}
+	return dirty, nil
 }

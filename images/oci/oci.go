@@ -78,8 +78,7 @@ type Result struct {
 // FirstParty are the images `make images` builds: the services the default
 // catalog lists. The catalog pins the digests of exactly these builds.
 var FirstParty = []Service{
-	// Until ./images/files has its command, a placeholder stands in.
-	{Name: "files", Version: "1.0.0", Package: "./images/oci/testdata/filesplaceholder", Binary: "/files", User: "65534:65534", Ports: []int{8080, 8081}},
+	{Name: "files", Version: "1.0.0", Package: "./images/files", Binary: "/files", User: "65534:65534", Ports: []int{8080, 8081}},
 }
 
 var (
