@@ -224,9 +224,9 @@ func (x Index) Validate() error {
 	}
 	ids := map[string]bool{}
 	subs := map[string]bool{}
-	for i, e := range x.Services {
+	for _, e := range x.Services {
 		if err := e.Validate(); err != nil {
-			return fmt.Errorf("service %d: %w", i, err)
+			return err
 		}
 		if ids[e.ID] {
 			return fmt.Errorf("service %q: %w: listed twice", e.ID, ErrInvalid)
@@ -328,7 +328,7 @@ func (e Entry) validateImages() error {
 	if len(e.Images) == 0 {
 		return errors.New("no images")
 	}
-	var index string
+	var first Image
 	for arch, im := range e.Images {
 		switch {
 		case !knownArches[arch]:
@@ -345,11 +345,12 @@ func (e Entry) validateImages() error {
 		case im.Size <= 0 || im.Size > 4<<30:
 			return fmt.Errorf("%s: size %d out of 1..4 GiB", arch, im.Size)
 		}
-		if index != "" && im.Index != index {
-			// One image index holds every arch; two would be two images.
-			return fmt.Errorf("the arches name different image indexes")
+		if first.Index != "" && (im.Index != first.Index || im.Ref != first.Ref || im.Archive != first.Archive) {
+			// One archive holds one image index with every arch; anything
+			// else would be two images under one version.
+			return fmt.Errorf("the arches name different images (index, ref or archive)")
 		}
-		index = im.Index
+		first = im
 	}
 	return nil
 }

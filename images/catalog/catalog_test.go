@@ -189,6 +189,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"upper-case digest", func(x *Index) { setImage(x, func(im *Image) { im.Index = strings.ToUpper(digestA) }) }},
 		{"sha512 digest", func(x *Index) { setImage(x, func(im *Image) { im.Index = "sha512:" + digestA[7:] }) }},
 		{"arches of two indexes", func(x *Index) { setImage(x, func(im *Image) { im.Index = digestB }) }},
+		{"arches of two refs", func(x *Index) { setImage(x, func(im *Image) { im.Ref = "pic.local/files:2" }) }},
+		{"arches of two archives", func(x *Index) { setImage(x, func(im *Image) { im.Archive = "files-2.oci.tar" }) }},
 		{"archive a path", func(x *Index) { setImage(x, func(im *Image) { im.Archive = "../etc/x.oci.tar" }) }},
 		{"archive not a tar", func(x *Index) { setImage(x, func(im *Image) { im.Archive = "files.tar.gz" }) }},
 		{"ref without a tag", func(x *Index) { setImage(x, func(im *Image) { im.Ref = "pic.local/files" }) }},
@@ -230,7 +232,8 @@ func TestDecodeRejects(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Decode(data); !errors.Is(err, ErrInvalid) {
+		_, err = Decode(data)
+		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Decode: %v, want ErrInvalid", tc.name, err)
 		}
 	}
