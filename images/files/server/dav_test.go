@@ -246,3 +246,14 @@ func TestNoTempDir(t *testing.T) {
 		t.Errorf("COPY with no usable TMPDIR: %d, want 201", code)
 	}
 }
+
+func TestHomeRemovedBehindTheService(t *testing.T) {
+	e := newEnv(t, "")
+	e.putAccount("alice", "pw-a", 0)
+	if err := os.RemoveAll(filepath.Join(e.dir, "data", "homes", "alice")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := e.dav("alice", "pw-a", "PUT", "/a", strings.NewReader("x")); code != http.StatusCreated {
+		t.Errorf("PUT after the home vanished: %d, want 201", code)
+	}
+}

@@ -108,12 +108,15 @@ func New(cfg Config) (*Server, error) {
 		cfg: cfg, log: log, homes: homes, shared: shared,
 		cache:    newAuthCache(),
 		throttle: newThrottle(cfg.Now),
-		token:    tokenFile{path: cfg.TokenFile},
+		token:    tokenFile{path: cfg.TokenFile, log: log},
 		argonSem: make(chan struct{}, 2),
 		dummy:    dummy,
 		accounts: accounts,
 		usage:    map[string]*usage{},
 		locks:    newLockTable(),
+	}
+	if s.token.get() == nil {
+		log.Warn("no admin token yet: the admin API refuses every request until the file holds one", "token_file", cfg.TokenFile)
 	}
 	for name := range accounts {
 		if err := homes.Mkdir(name, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
@@ -171,7 +174,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		http.Error(w, "authentication required", http.StatusUnauthorized)
 		return "", false
 	}
-	key := user + "\x00" + clientIP(r)
+	// The key's username is cut short: a valid one has at most 63 bytes, and
+	// 10000 keys of 4 KiB names would be memory for nothing.
+	key := truncate(user, 64) + "\x00" + clientIP(r)
 	if s.throttle.blocked(key) {
 		w.Header().Set("Retry-After", "60")
 		http.Error(w, "too many failed logins, wait a minute", http.StatusTooManyRequests)
@@ -187,7 +192,11 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 	if exists {
 		hash = acct.Hash
 	}
-	good, err := s.verify(r.Context(), hash, pass)
+	var good bool
+	var err error
+	if len(pass) <= maxPassword { // no account has a longer one
+		good, err = s.verify(r.Context(), hash, pass)
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Error("verifying a password", "user", user, "err", err)
 	}
@@ -245,6 +254,13 @@ func (s *Server) serveDAV(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	home, err := s.homes.OpenRoot(user)
+	if errors.Is(err, os.ErrNotExist) {
+		// Removed behind the service's back: an empty home beats a 500.
+		s.log.Warn("home missing, making it again", "user", user)
+		if err = s.homes.Mkdir(user, 0o755); err == nil || errors.Is(err, os.ErrExist) {
+			home, err = s.homes.OpenRoot(user)
+		}
+	}
 	if err != nil {
 		s.log.Error("opening a home", "user", user, "err", err)
 		http.Error(w, "home not available", http.StatusInternalServerError)
@@ -325,6 +341,7 @@ func (q *quotaWriter) ReadFrom(src io.Reader) (int64, error) {
 // (the cell may rotate it while the service runs).
 type tokenFile struct {
 	path string
+	log  *slog.Logger
 
 	mu    sync.Mutex
 	mod   time.Time
@@ -339,6 +356,9 @@ func (t *tokenFile) get() []byte {
 	defer t.mu.Unlock()
 	st, err := os.Stat(t.path)
 	if err != nil {
+		if t.token != nil {
+			t.log.Warn("admin token file unreadable; refusing admin requests", "token_file", t.path, "err", err)
+		}
 		t.token, t.mod, t.size = nil, time.Time{}, 0
 		return nil
 	}
@@ -355,6 +375,9 @@ func (t *tokenFile) get() []byte {
 	}
 	if tok == "" {
 		return nil
+	}
+	if t.token != nil {
+		t.log.Info("admin token changed", "token_file", t.path)
 	}
 	t.token, t.mod, t.size = []byte(tok), st.ModTime(), st.Size()
 	return t.token
