@@ -48,6 +48,15 @@ type Options struct {
 	// ExtraFiles are copied into the root: path in the root → file on the host
 	// (like gokrazy's ExtraFilePaths).
 	ExtraFiles map[string]string
+	// Images are host paths of OCI archives (the first-party services'
+	// images, `cellctl images build`) copied into the root's ImagesDir, from
+	// where the cell installs a service without a network. Their file names
+	// are kept and must differ.
+	Images []string
+	// ToolCache is where the container tools (containerd.go) are compiled, one
+	// directory per GOARCH, kept between builds (default: the user's cache
+	// directory's pic-cell/firmware-tools).
+	ToolCache string
 	// SetupCode, when set, is written to the boot partition as
 	// release.SetupCodeFile, from where the device's cell reads it (Build only;
 	// an update never touches the boot partition's files). Make it with
@@ -88,6 +97,13 @@ func (o *Options) defaults() {
 	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.ToolCache == "" {
+		dir, err := os.UserCacheDir()
+		if err != nil {
+			dir = os.TempDir()
+		}
+		o.ToolCache = filepath.Join(dir, "pic-cell", "firmware-tools")
 	}
 }
 
@@ -238,10 +254,17 @@ func populateRoot(ctx context.Context, cfg *Config, o Options, target Target, ke
 		rel.Services = append(rel.Services, release.Service{Path: "/" + p.dst})
 	}
 	seen := map[string]bool{}
+	containerd := orTrue(cfg.Settings.Containerd)
+	if containerd {
+		for _, t := range containerTools {
+			seen[t.name] = true
+		}
+		rel.Services = append(rel.Services, containerdService())
+	}
 	for _, p := range cfg.Packages {
 		name := path.Base(p.Path)
 		if seen[name] {
-			return fmt.Errorf("config: two packages named %q", name)
+			return fmt.Errorf("config: two packages named %q (or one named as a container tool)", name)
 		}
 		seen[name] = true
 		progs = append(progs, prog{p.Path, "user/" + name})
@@ -252,6 +275,23 @@ func populateRoot(ctx context.Context, cfg *Config, o Options, target Target, ke
 		if err := goBuild(ctx, o, target.GOARCH, p.pkg, filepath.Join(dir, p.dst)); err != nil {
 			return err
 		}
+	}
+
+	if containerd {
+		if err := buildContainerTools(ctx, o, target, dir); err != nil {
+			return err
+		}
+		p := filepath.Join(dir, strings.TrimPrefix(ContainerdConfigPath, "/"))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		cfgTOML := ContainerdConfig(ContainerdRoot, ContainerdState, ContainerdSocket)
+		if err := os.WriteFile(p, []byte(cfgTOML), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := placeImages(o.Images, dir); err != nil {
+		return err
 	}
 
 	relJSON, err := json.MarshalIndent(rel, "", "  ")

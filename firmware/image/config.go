@@ -69,6 +69,10 @@ type Settings struct {
 	// (default true; tests switch them off to measure the bare init).
 	Dhcp *bool `json:"dhcp,omitempty"`
 	Ntp  *bool `json:"ntp,omitempty"`
+	// Containerd chooses whether the image carries containerd, its runc shim
+	// and runc (containerd.go), containerd supervised by init (default true:
+	// the cell's services run on it; tests of the bare init switch it off).
+	Containerd *bool `json:"containerd,omitempty"`
 	// SerialConsole adds console=ttyS0 to the kernel command line (default true on
 	// amd64, where QEMU's serial port is the only console tests can read).
 	SerialConsole *bool `json:"serial_console,omitempty"`

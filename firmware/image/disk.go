@@ -171,10 +171,16 @@ func BootFiles(cfg *Config, o Options, target Target) (map[string]BootFile, erro
 }
 
 // CheckHost reports what the build host lacks to build an image for target:
-// Debian's systemd-boot-efi (amd64) and ca-certificates.
+// Debian's systemd-boot-efi (amd64) and ca-certificates, and for runc the
+// target's C compiler and static libseccomp (containerd.go).
 func CheckHost(target string) error {
 	if _, err := os.Stat(hostCABundle); err != nil {
 		return fmt.Errorf("CA certificates (Debian package ca-certificates): %w", err)
+	}
+	if t, err := TargetByName(target); err == nil {
+		if err := checkContainerHost(t); err != nil {
+			return err
+		}
 	}
 	if target == "amd64" {
 		if _, err := os.Stat(systemdBoot); err != nil {

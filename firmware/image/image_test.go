@@ -35,7 +35,9 @@ func testConfig(target string) *Config {
 	return &Config{
 		Hostname: "celltest", Target: target, Version: "1.0.0",
 		Packages: []Package{{Path: healthd, Args: []string{"-listen", "0.0.0.0:80"}}},
-		Settings: Settings{RootMiB: 96, PermMiB: 32, BootMiB: 100},
+		// Without the container runtime (on by default): these tests are about
+		// the layout; containerd_test.go builds roots with it.
+		Settings: Settings{RootMiB: 96, PermMiB: 32, BootMiB: 100, Containerd: new(bool)},
 	}
 }
 

@@ -17,12 +17,18 @@ type Target struct {
 	// FirmwareModule holds the Pi's boot firmware (bootcode.bin, start*.elf); empty
 	// on UEFI machines.
 	FirmwareModule string
+	// CC is the C compiler for the target (runc needs cgo; see containerd.go),
+	// and Triplet Debian's multiarch name, under which its static libseccomp
+	// (/usr/lib/<triplet>/libseccomp.a) and pkg-config files are.
+	CC      string
+	Triplet string
 }
 
 var targets = map[string]Target{
-	"amd64": {Name: "amd64", GOARCH: "amd64", KernelModule: "github.com/gokrazy/kernel.amd64"},
+	"amd64": {Name: "amd64", GOARCH: "amd64", KernelModule: "github.com/gokrazy/kernel.amd64",
+		CC: "gcc", Triplet: "x86_64-linux-gnu"},
 	"rpi": {Name: "rpi", GOARCH: "arm64", KernelModule: "github.com/gokrazy/kernel.rpi",
-		FirmwareModule: "github.com/gokrazy/firmware"},
+		FirmwareModule: "github.com/gokrazy/firmware", CC: "aarch64-linux-gnu-gcc", Triplet: "aarch64-linux-gnu"},
 }
 
 // TargetByName returns the target called name.
