@@ -1,6 +1,7 @@
 package main
 
 import (
+	"archive/tar"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -79,7 +80,7 @@ func buildImages(ctx context.Context, w io.Writer, module, out, only string) (ma
 // catalog: `cellctl catalog sign -key pic-catalog.key [-o images/catalog]`
 // and `cellctl catalog verify [-o images/catalog]`.
 func (c *CLI) catalog(args []string) error {
-	usage := "usage: cellctl catalog sign -key pic-catalog.key [-o images/catalog] [-images images/out] [-C MODULE_DIR] [-allow-dirty]\n       cellctl catalog verify [-o images/catalog]"
+	usage := "usage: cellctl catalog sign -key pic-catalog.key [-o images/catalog] [-images images/out] [-C MODULE_DIR] [-allow-dirty | -rev HEAD]\n       cellctl catalog verify [-o images/catalog]"
 	if len(args) == 0 {
 		fmt.Fprintln(c.Stderr, usage)
 		return errUsage
@@ -105,6 +106,7 @@ func (c *CLI) catalogSign(args []string) error {
 	out := fs.String("images", "images/out", "folder to build the images into")
 	module := fs.String("C", ".", "the module's root")
 	allowDirty := fs.Bool("allow-dirty", false, "sign even when the services' sources have uncommitted changes")
+	rev := fs.String("rev", "", "build from this git revision (e.g. HEAD) instead of the working tree")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -144,8 +146,17 @@ func (c *CLI) catalogSign(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	// Pinned digests must be those of the committed sources, or no one can
-	// rebuild them: refuse a tree with edits in what the images compile.
-	if !*allowDirty {
+	// rebuild them: refuse a tree with edits in what the images compile, or
+	// build an export of a revision (-trimpath: the folder is not in the
+	// binaries, so the digests are those of a checkout of it).
+	if *rev != "" {
+		tree, err := exportRevision(ctx, *module, *rev)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tree)
+		*module = tree
+	} else if !*allowDirty {
 		dirty, err := dirtySources(ctx, *module)
 		if err != nil {
 			fmt.Fprintf(c.Stderr, "cellctl: cannot tell whether the sources are committed (%v); signing anyway\n", err)
@@ -295,4 +306,80 @@ func dirtySources(ctx context.Context, module string) ([]string, error) {
 		}
 	}
 	return dirty, nil
+}
+
+// exportRevision writes the files of rev (git archive) into a new temporary
+// folder and returns it.
+func exportRevision(ctx context.Context, module, rev string) (string, error) {
+	if strings.HasPrefix(rev, "-") {
+		return "", fmt.Errorf("-rev %q is not a revision", rev)
+	}
+	dir, err := os.MkdirTemp("", "pic-catalog-src-")
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, "git", "-C", module, "archive", "--format=tar", rev)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	r, err := cmd.StdoutPipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("git archive: %w", err)
+	}
+	xerr := extractTar(r, dir)
+	io.Copy(io.Discard, r)
+	if err := errors.Join(cmd.Wait(), xerr); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("git archive %s: %w %s", rev, err, strings.TrimSpace(stderr.String()))
+	}
+	return dir, nil
+}
+
+// extractTar writes the directories, files and symbolic links of a tar into
+// dir, refusing names that leave it.
+func extractTar(r io.Reader, dir string) error {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.FromSlash(h.Name)
+		if !filepath.IsLocal(name) {
+			return fmt.Errorf("archive entry %q leaves the folder", h.Name)
+		}
+		p := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, 0o755)
+		case tar.TypeReg:
+			err = writeFrom(p, tr, os.FileMode(h.Mode)&0o777)
+		case tar.TypeSymlink:
+			if err = os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
+				err = os.Symlink(h.Linkname, p)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func writeFrom(p string, r io.Reader, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode|0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	return errors.Join(err, f.Close())
 }

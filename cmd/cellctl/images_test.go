@@ -1,10 +1,12 @@
 package main
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/ed25519"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,7 +70,8 @@ func TestCatalogSignRefusesAKeyTheCellDoesNotTrust(t *testing.T) {
 	}
 }
 
-// TestCatalogSignPinsTheBuild signs the catalog with a key of its own: the
+// TestCatalogSignPinsTheBuild signs the catalog, built from an export of
+// HEAD, with a key of its own: the
 // result verifies and pins the archives it built. (That these equal the
 // embedded digests is images/catalog's TestDefaultPinsTheBuiltImages.)
 func TestCatalogSignPinsTheBuild(t *testing.T) {
@@ -76,9 +79,12 @@ func TestCatalogSignPinsTheBuild(t *testing.T) {
 		t.Skip("-short: builds the service images")
 	}
 	dir, key := catalogDir(t, true)
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("needs git to export the sources of HEAD")
+	}
 	images := t.TempDir()
-	// -allow-dirty: this test may run while a service is being edited.
-	out, err := run("", "catalog", "sign", "-allow-dirty", "-key", key, "-o", dir, "-images", images, "-C", "../..")
+	// -rev HEAD: this test may run while a service is being edited.
+	out, err := run("", "catalog", "sign", "-rev", "HEAD", "-key", key, "-o", dir, "-images", images, "-C", "../..")
 	if err != nil {
 		t.Fatalf("sign: %v\n%s", err, out)
 	}
@@ -129,6 +135,23 @@ func TestImagesBuildRefusals(t *testing.T) {
 		_, err := run("", tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestExtractTarRefusesEscapes(t *testing.T) {
+	for _, name := range []string{"../evil", "/etc/evil", "a/../../evil"} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: 1})
+		tw.Write([]byte("x"))
+		tw.Close()
+		dir := t.TempDir()
+		if err := extractTar(&buf, filepath.Join(dir, "x")); err == nil || !strings.Contains(err.Error(), "leaves the folder") {
+			t.Errorf("%q: %v, want a refusal", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "evil")); err == nil {
+			t.Errorf("%q was written outside the folder", name)
 		}
 	}
 }

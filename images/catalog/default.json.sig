@@ -1,1 +1,1 @@
-9cJQLKRJjCxHLlfD5G4paosevABZIUwWAjA131Up3p4wCesEgq2ov/K8tJDC4H+zESFdmuUa8jU2zgaiooNpAg==
+5srorZbg29EmiVWhevuPO9p0rZzbjuwkDGa8D8BTwU//VouYLCBDbYaKc+wC09z+yNmJBHti8O7+cCVfGMPjBg==
