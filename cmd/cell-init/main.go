@@ -5,7 +5,9 @@
 // switching into it from the old root's init, and made permanent only when the
 // cell reports healthy. Before the programs start it copies the setup code from
 // the boot partition, which nothing mounts, to /run/cell for the cell daemon
-// (setupcode.go).
+// (setupcode.go), and, when the release runs containerd, makes its directory
+// on /perm and checks the cgroup v2 hierarchy; once containerd's API answers it
+// says so on the console (containerd.go).
 package main
 
 import (
@@ -16,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+	"time"
 
 	"github.com/gokrazy/gokrazy"
 	"golang.org/x/sys/unix"
@@ -45,6 +48,14 @@ func run() error {
 
 	trial, onTrial := trialAtBoot(rel, logger)
 	setupCodeAtBoot(logger)
+	containerd := runsContainerd(rel)
+	if containerd {
+		// Logged, never fatal: the cell runs without containerd (its
+		// services answer 503 saying so).
+		if err := prepareContainerd(containerdPerm, cgroupRoot, kernelCgroups{}); err != nil {
+			logger.Error("containerd", "err", err)
+		}
+	}
 
 	var services []*gokrazy.Service
 	for _, s := range rel.Services {
@@ -54,6 +65,9 @@ func run() error {
 	}
 	if err := gokrazy.SuperviseServices(services); err != nil {
 		return err
+	}
+	if containerd {
+		go watchContainerd(context.Background(), logger, containerdSocket, "/proc", 5*time.Minute, 15*time.Second)
 	}
 	if onTrial {
 		go func() {
