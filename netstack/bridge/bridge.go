@@ -44,7 +44,9 @@ type Bridge interface {
 	// (the far end of a veth whose near end is an isolated port of the
 	// bridge) holding Addr, lo up and a default route via the gateway.
 	// Members no longer listed lose their veth and namespace file.
-	// Set(Config{}) removes everything the bridge made, the bridge too.
+	// Set(Config{}) removes everything the bridge made, the bridge too
+	// (what this Bridge applied: a new Bridge knows of nothing before its
+	// first Set).
 	// What is already right is left alone: a container keeps its
 	// connections across a Set that does not concern it.
 	Set(cfg Config) error
@@ -95,7 +97,10 @@ func (cfg Config) Validate() error {
 	if cfg.Gateway.Bits() >= bits-1 {
 		return fmt.Errorf("%w: gateway subnet %v has no room for members", ErrInvalid, subnet)
 	}
-	ids, addrs, paths, hosts := map[string]bool{}, map[netip.Addr]bool{cfg.Gateway.Addr(): true}, map[string]bool{}, map[string]bool{}
+	if gw := cfg.Gateway.Addr(); gw == subnet.Addr() || (gw.Is4() && gw == lastAddr(subnet)) {
+		return fmt.Errorf("%w: gateway %v is not a host of %v", ErrInvalid, cfg.Gateway, subnet)
+	}
+	addrs, paths, hosts := map[netip.Addr]bool{cfg.Gateway.Addr(): true}, map[string]bool{}, map[string]bool{}
 	for i, m := range cfg.Members {
 		if !idRE.MatchString(m.ID) {
 			return fmt.Errorf("%w: member id %q", ErrInvalid, m.ID)
@@ -119,7 +124,7 @@ func (cfg Config) Validate() error {
 		if hosts[h] {
 			return fmt.Errorf("%w: member %q veth name %s collides", ErrInvalid, m.ID, h)
 		}
-		ids[m.ID], addrs[m.Addr], paths[m.NetNS], hosts[h] = true, true, true, true
+		addrs[m.Addr], paths[m.NetNS], hosts[h] = true, true, true
 	}
 	return nil
 }

@@ -27,6 +27,8 @@ func TestValidate(t *testing.T) {
 		{"members without bridge", Config{Members: []Member{mem("files", 2)}}, false},
 		{"long name", Config{Name: strings.Repeat("b", 16), Gateway: netip.MustParsePrefix("10.77.250.1/24")}, false},
 		{"no gateway", Config{Name: "pic-svc0"}, false},
+		{"gateway is the network", Config{Name: "pic-svc0", Gateway: netip.MustParsePrefix("10.77.250.0/24")}, false},
+		{"gateway is broadcast", Config{Name: "pic-svc0", Gateway: netip.MustParsePrefix("10.77.250.255/24")}, false},
 		{"host gateway", Config{Name: "pic-svc0", Gateway: netip.MustParsePrefix("10.77.250.1/32")}, false},
 		{"bad id", cfgOf(mem("Files", 2)), false},
 		{"id too long", cfgOf(mem("a"+strings.Repeat("b", 31), 2)), false},
