@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func TestDefaultPinsTheBuiltImages(t *testing.T) {
 				Archive: filepath.Base(res.Archive), Size: res.Sizes[arch],
 			}
 			if got := e.Images[arch]; got != want {
-				t.Errorf("%s/%s: the catalog pins\n  %+v\nthe build gives\n  %+v\n(run `make catalog` after changing the service)", s.Name, arch, got, want)
+				t.Errorf("%s/%s: the catalog pins\n  %+v\nthe build gives\n  %+v\n(the service's sources or Go (%s here) changed: commit, then run `make catalog`)", s.Name, arch, got, want, runtime.Version())
 			}
 		}
 	}
