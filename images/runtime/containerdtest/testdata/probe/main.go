@@ -2,6 +2,7 @@
 // answers /healthz and reports what a container may do, so tests can check
 // the sandbox from outside.
 //
+//	probe              probe serve :8080 (the image's entrypoint)
 //	probe serve ADDR   serve /healthz, /status (the process's Cap lines), /exit?code=N
 //	probe caps         print CapEff and whether / is writable, then exit 0
 //	probe exit N       exit with status N at once
@@ -42,8 +43,7 @@ func rootWritable() string {
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: probe serve ADDR | caps | exit N")
-		os.Exit(64)
+		os.Args = append(os.Args, "serve", ":8080")
 	}
 	switch os.Args[1] {
 	case "caps":
