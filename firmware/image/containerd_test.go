@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"os"
 	"os/exec"
@@ -36,6 +37,24 @@ func staticELF(t *testing.T, p string) (elf.Machine, bool) {
 		}
 	}
 	return f.Machine, true
+}
+
+// buildTags reads the -tags and CGO_ENABLED a Go program was built with.
+func buildTags(t *testing.T, p string) (tags, cgo string) {
+	t.Helper()
+	bi, err := buildinfo.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%s: %v", p, err)
+	}
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "-tags":
+			tags = s.Value
+		case "CGO_ENABLED":
+			cgo = s.Value
+		}
+	}
+	return tags, cgo
 }
 
 // TestContainerdInRoot builds a root with the container runtime (the default)
@@ -78,6 +97,9 @@ func TestContainerdInRoot(t *testing.T) {
 		if m, static := staticELF(t, p); m != elf.EM_X86_64 || !static {
 			t.Errorf("/user/%s: machine %v static %v, want a static x86-64 program", name, m, static)
 		}
+	}
+	if tags, cgo := buildTags(t, filepath.Join(dir, "user/runc")); !strings.Contains(","+tags+",", ",seccomp,") || cgo != "1" {
+		t.Errorf("runc was built with tags %q, CGO_ENABLED=%q; want seccomp and cgo", tags, cgo)
 	}
 	// runc runs here (same architecture): it must say it has libseccomp.
 	out, err := exec.Command(filepath.Join(dir, "user/runc"), "--version").CombinedOutput()

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"io"
 	"os"
@@ -228,6 +229,8 @@ func allZero(t *testing.T, p string) bool {
 func TestImageLayoutRpi(t *testing.T) {
 	needHost(t, "rpi")
 	cfg := testConfig("rpi")
+	cfg.Settings.Containerd = nil // on: runc is the one cross-compiled cgo program
+	cfg.Settings.RootMiB = 160
 	img := filepath.Join(t.TempDir(), "cell.img")
 	if err := Build(context.Background(), cfg, Options{Dir: moduleRoot(t)}, img); err != nil {
 		t.Fatal(err)
@@ -275,6 +278,19 @@ func TestImageLayoutRpi(t *testing.T) {
 		// ELF e_machine at offset 18: 0xB7 is AArch64.
 		if len(b) < 20 || b[18] != 0xB7 {
 			t.Error("init is not an arm64 program")
+		}
+		for _, name := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
+			if out, err := exec.Command(file, "-d", filepath.Join(dir, name), root, "user/"+name).CombinedOutput(); err != nil {
+				t.Fatalf("unsquashfs: %v\n%s", err, out)
+			}
+			if m, static := staticELF(t, filepath.Join(dir, name, "user", name)); m != elf.EM_AARCH64 || !static {
+				t.Errorf("/user/%s: machine %v static %v, want a static arm64 program", name, m, static)
+			}
+		}
+		// runc was built with cgo and the seccomp tag, which link libseccomp
+		// (the build fails without it).
+		if tags, cgo := buildTags(t, filepath.Join(dir, "runc/user/runc")); !strings.Contains(","+tags+",", ",seccomp,") || cgo != "1" {
+			t.Errorf("the arm64 runc was built with tags %q, CGO_ENABLED=%q; want seccomp and cgo", tags, cgo)
 		}
 	}
 }
