@@ -8,7 +8,8 @@
 // owns: accounts (users, sessions, hashing, login throttle), audit (the
 // tamper-evident log), setup (the first-run wizard), settings (the config
 // document), peers (peers, policy, forwards, WireGuard status), dns (the zone's
-// records), vault (the CA, its certificates, the trust keys) and health (the
+// records), vault (the CA, its certificates, the trust keys), services (the
+// store, installed services, their accounts, the containers) and health (the
 // parts registry). The reconcile loop (cell/reconcile) is the only caller of
 // the kernel parts; plan, config, fault and names are leaves they all share.
 // Capabilities never import each other; layers_test.go at the module root
@@ -32,10 +33,12 @@ import (
 	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/cell/peers"
 	"github.com/pic-cell/cell/cell/reconcile"
+	"github.com/pic-cell/cell/cell/services"
 	"github.com/pic-cell/cell/cell/settings"
 	"github.com/pic-cell/cell/cell/setup"
 	"github.com/pic-cell/cell/cell/tlsconf"
 	"github.com/pic-cell/cell/cell/vault"
+	"github.com/pic-cell/cell/images/runtime"
 	"github.com/pic-cell/cell/netstack/wireguard"
 	"github.com/pic-cell/cell/storage"
 )
@@ -60,6 +63,14 @@ type Options struct {
 	// OwnTCPPorts are the TCP ports the daemon listens on (the API's, the
 	// front's): no port forward may take one. nil: 80, 443 and 3000.
 	OwnTCPPorts []int
+	// Runtime is containerd, for the services; nil when the daemon has none
+	// (the services routes then answer 503). The containers themselves are
+	// run by the loop's supervisor (Network.Services).
+	Runtime runtime.Runtime
+	// DataDir is the data directory (the services' volumes live under it).
+	DataDir string
+	// Catalog overrides the embedded service catalog (tests); nil: embedded.
+	Catalog func() (index, sig []byte)
 }
 
 // Cell is the running cell: its capabilities, and the loops Start runs.
@@ -74,6 +85,7 @@ type Cell struct {
 	Peers    *peers.Peers
 	DNS      *dns.DNS
 	Vault    *vault.Vault // the CA and the trust keys, made before setup
+	Services *services.Services
 	Health   *health.Health
 	Network  *reconcile.Loop // nil when Options.Network has no Open
 
@@ -99,6 +111,7 @@ func New(o Options) (*Cell, error) {
 	c.Config.Register(dns.Section())
 	c.Config.Register(audit.Section())
 	c.Config.Register(tlsconf.Section())
+	c.Config.Register(services.ConfigSection())
 	var err error
 	if c.Audit, err = audit.Open(o.DB, o.Logs.Logger("audit"), o.Now, o.Rand); err != nil {
 		return nil, err
@@ -135,8 +148,18 @@ func New(o Options) (*Cell, error) {
 	c.Setup.ShowCA(vault.Fingerprint(c.Vault.RootDER()))
 	c.Peers = peers.New(peers.Options{DB: o.DB, Hasher: hasher, Audit: c.Audit, Network: net, Now: o.Now, Rand: o.Rand,
 		CellKey: func() (wireguard.Key, error) { return reconcile.CellKey(o.DB, o.Rand) }, OwnTCPPorts: o.OwnTCPPorts})
+	so := services.Options{DB: o.DB, Audit: c.Audit, Runtime: o.Runtime, DataDir: o.DataDir, Catalog: o.Catalog, Now: o.Now, Rand: o.Rand}
+	if c.Network != nil {
+		so.Loop = c.Network
+		c.Health.Register("services", c.Network.CheckServices)
+	}
+	if c.Services, err = services.New(so); err != nil {
+		return nil, err
+	}
 	// Effects across capabilities, in the storing transaction.
 	c.Peers.OnCreate(c.DNS.PeerNameFree)
+	c.Peers.OnCreate(c.Services.PeerCreated)
+	c.Peers.OnDelete(c.Services.PeerDeleted)
 	return c, nil
 }
 

@@ -81,4 +81,8 @@ type Deps struct {
 	Caddy Caddy
 	// Vault is the vault area (vault.go); nil leaves it out.
 	Vault VaultService
+	// Services is the services, store, containers and files areas
+	// (services.go), and the peers' service credentials; nil leaves them out
+	// (and every peer's credentials are an empty list).
+	Services ServicesService
 }

@@ -221,5 +221,5 @@ func urlq(s string) string { return url.QueryEscape(s) }
 // depsOf is the API over a whole cell, wired as the daemon wires it.
 func depsOf(c *cell.Cell) Deps {
 	return Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health,
-		Audit: c.Audit, Logs: c.Logs, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault}
+		Audit: c.Audit, Logs: c.Logs, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Services: c.Services}
 }

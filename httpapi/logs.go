@@ -45,7 +45,15 @@ func (s *Server) logsSearch(req *Request) (any, error) {
 }
 
 func (s *Server) getVerbosity(req *Request) (any, error) {
-	return map[string]any{"levels": s.deps.Logs.Levels()}, nil
+	out := map[string]any{"levels": s.deps.Logs.Levels()}
+	if s.deps.Services != nil {
+		cs, err := s.deps.Services.LogLevels()
+		if err != nil {
+			return nil, err
+		}
+		out["containers"] = cs
+	}
+	return out, nil
 }
 
 type verbosityRequest struct {

@@ -26,9 +26,5 @@ func (s *Server) peerMyQR(req *Request) (any, error) {
 }
 
 func (s *Server) peerMyCredentials(req *Request) (any, error) {
-	cs, err := s.deps.Peers.PeerServiceCredentials(self(req))
-	if err != nil {
-		return nil, err
-	}
-	return map[string]any{"services": cs}, nil
+	return s.credentialsOf(self(req))
 }

@@ -17,7 +17,6 @@ type PeerService interface {
 	DeletePeer(ctx context.Context, name string, audit storage.Entry) error
 	PeerConfig(name string) (string, error)
 	PeerQR(name, format string) ([]byte, string, error)
-	PeerServiceCredentials(name string) ([]peers.ServiceCredential, error)
 	WireGuardStatus() (peers.WireGuardStatus, error)
 }
 
@@ -114,7 +113,19 @@ func qrRaw(body []byte, ct string, err error) (any, error) {
 }
 
 func (s *Server) peerCredentials(req *Request) (any, error) {
-	cs, err := s.deps.Peers.PeerServiceCredentials(targetName(req))
+	return s.credentialsOf(targetName(req))
+}
+
+// credentialsOf lists a peer's service credentials: the one place (with the
+// admin's per-account route) where a service password leaves the vault.
+func (s *Server) credentialsOf(name string) (any, error) {
+	if s.deps.Services == nil {
+		if _, err := s.deps.Peers.Peer(name); err != nil {
+			return nil, err
+		}
+		return map[string]any{"services": []any{}}, nil
+	}
+	cs, err := s.deps.Services.PeerCredentials(name)
 	if err != nil {
 		return nil, err
 	}

@@ -239,6 +239,9 @@ func (s *Server) areas() [][]Route {
 	if s.deps.Vault != nil {
 		out = append(out, s.vaultRoutes())
 	}
+	if s.deps.Services != nil {
+		out = append(out, s.servicesRoutes())
+	}
 	out = append(out, s.caddyRoutes())
 	for _, a := range s.extra {
 		out = append(out, a(s))

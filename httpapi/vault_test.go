@@ -214,7 +214,13 @@ func TestVaultCertificates(t *testing.T) {
 		TrustKeys []map[string]any `json:"trust_keys"`
 	}
 	admin.must(200, "GET", "/api/vault/trust-keys", nil).json(t, &keys)
-	if len(keys.TrustKeys) != 1 || keys.TrustKeys[0]["public_key"] != pub || keys.TrustKeys[0]["purpose"] != "update" {
+	// Beside it, the key the embedded service catalog is signed with, which
+	// the cell trusts from its first start (cell/services).
+	byName := map[string]map[string]any{}
+	for _, k := range keys.TrustKeys {
+		byName[k["name"].(string)] = k
+	}
+	if len(keys.TrustKeys) != 2 || byName["release"]["public_key"] != pub || byName["release"]["purpose"] != "update" || byName["pic-services"]["purpose"] != "catalog" {
 		t.Errorf("trust keys = %+v", keys.TrustKeys)
 	}
 	admin.must(200, "DELETE", "/api/vault/trust-keys/release", nil)
@@ -239,7 +245,7 @@ func TestVaultCertificates(t *testing.T) {
 			counts[en.Action]++
 		}
 	}
-	if counts["vault.ca_create"] != 1 || counts["vault.cert_issue"] != 2 || counts["vault.cert_revoke"] != 1 || counts["vault.trust_key_add"] != 1 || counts["vault.trust_key_delete"] != 1 {
+	if counts["vault.ca_create"] != 1 || counts["vault.cert_issue"] != 2 || counts["vault.cert_revoke"] != 1 || counts["vault.trust_key_add"] != 2 || counts["vault.trust_key_delete"] != 1 {
 		t.Errorf("audited changes: %v", counts)
 	}
 
@@ -396,7 +402,7 @@ func TestVaultClient(t *testing.T) {
 	if got, err := c.TrustKey(ctx, "laptop"); err != nil || got.PublicKey != pub {
 		t.Errorf("trust key: %+v, %v", got, err)
 	}
-	if ks, err := c.TrustKeys(ctx); err != nil || len(ks) != 1 {
+	if ks, err := c.TrustKeys(ctx); err != nil || len(ks) != 2 { // laptop, and the catalog's key
 		t.Errorf("trust keys: %+v, %v", ks, err)
 	}
 	if err := c.DeleteTrustKey(ctx, "laptop"); err != nil {

@@ -43,7 +43,9 @@ type InstalledService struct {
 	Addr    netip.Addr      `json:"addr"`  // its address on the services bridge
 	// Restart is bumped by every restart the admin asks for; the loop
 	// restarts the container when it changes.
-	Restart     uint64    `json:"restart"`
+	Restart uint64 `json:"restart"`
+	// Stopped: the admin stopped it; its container is down until started.
+	Stopped     bool      `json:"stopped,omitempty"`
 	InstalledAt time.Time `json:"installed_at"`
 }
 

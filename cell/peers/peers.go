@@ -542,27 +542,6 @@ func qrSVG(bm [][]bool) []byte {
 	return b.Bytes()
 }
 
-// ServiceCredential is one service's connection info for a peer.
-type ServiceCredential struct {
-	Service  string `json:"service"`
-	URL      string `json:"url"`
-	Username string `json:"username"`
-	Password string `json:"password,omitempty"`
-}
-
-// PeerServiceCredentials lists the peer's accounts in the installed
-// services. No service is installed by this firmware yet, so the list is
-// empty for every existing peer.
-func (c *Peers) PeerServiceCredentials(name string) ([]ServiceCredential, error) {
-	if err := c.peerName(name); err != nil {
-		return nil, err
-	}
-	if _, err := c.db.Peers().Get(name); err != nil {
-		return nil, peerErr(name, err)
-	}
-	return []ServiceCredential{}, nil
-}
-
 // WireGuardStatus is GET /api/wireguard/status.
 type WireGuardStatus struct {
 	Running   bool              `json:"running"`

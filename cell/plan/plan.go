@@ -16,6 +16,7 @@ import (
 	"sort"
 
 	"github.com/pic-cell/cell/cell/config"
+	"github.com/pic-cell/cell/netstack/bridge"
 	"github.com/pic-cell/cell/netstack/dns"
 	"github.com/pic-cell/cell/netstack/firewall"
 	"github.com/pic-cell/cell/netstack/links"
@@ -60,6 +61,8 @@ type Host struct {
 	Front      bool
 	FrontNames []string
 	HostAddrs  []netip.Addr
+	// Services: the bridge for service containers (tun mode, root).
+	Services ServicesHost
 }
 
 // DNSSection is the "dns" section of the config document.
@@ -99,7 +102,11 @@ type Snapshot struct {
 	DNS      DNSSection
 	TLS      TLSSection
 	Records  []storage.DNSRecord // the zone's custom records
-	Host     Host
+	// Services are the installed services (by id) and ServicesSubnet the
+	// bridge's network.
+	Services       []Service
+	ServicesSubnet netip.Prefix
+	Host           Host
 }
 
 // Desired is the whole state of the kernel parts.
@@ -113,6 +120,7 @@ type Desired struct {
 	Userspace *userspace.Policy // nil unless the device is gVisor's
 	DNS       *dns.Config       // nil without a DNS server
 	Front     *Front            // nil without a front; built before setup too
+	Bridge    *bridge.Config    // nil without a bridge part (the services' network)
 }
 
 // Front is what the front serves TLS for: the names and addresses its
@@ -123,6 +131,14 @@ type Front struct {
 	// ACME is set when the tls section turns ACME on (and the cell has a
 	// domain): the names to ask the public CA for first.
 	ACME *FrontACME `json:",omitempty"`
+	// Sites are the installed services the front proxies to, by host name.
+	Sites []FrontSite `json:",omitempty"`
+}
+
+// FrontSite is one service behind the front: https://<Host>/ goes to Upstream.
+type FrontSite struct {
+	Host     string // "files.home.example.org"
+	Upstream netip.AddrPort
 }
 
 // FrontACME is the public CA the front asks first for Names.
@@ -191,6 +207,7 @@ func Build(s Snapshot) Desired {
 	if s.Host.DNS {
 		d.DNS = buildDNS(s, peers)
 	}
+	buildServices(s, &d)
 	return d
 }
 
@@ -326,6 +343,8 @@ type Live struct {
 	DNS           storage.PartStatus
 	// Front is the front's last result (the caddy part).
 	Front storage.PartStatus
+	// Services is the services bridge's last result.
+	Services storage.PartStatus
 }
 
 // ParseKey reads a base64 WireGuard key.

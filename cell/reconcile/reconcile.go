@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -86,6 +87,8 @@ type Network struct {
 	// on besides the tunnel's (the uplink wan's); both optional.
 	FrontNames []string
 	HostAddrs  func(wan string) []netip.Addr
+	// Services runs the service containers; optional (its zero value: none).
+	Services Services
 }
 
 // Front is the front as the loop drives it: Set is idempotent.
@@ -319,11 +322,12 @@ func CellKey(db *storage.DB, rand io.Reader) (wireguard.Key, error) {
 
 // snapshot reads everything the kernel state is built from in one read
 // transaction, and the host facts (WAN, LAN) from the machine.
-func (l *Loop) snapshot() (plan.Snapshot, error) {
+func (l *Loop) snapshot() (plan.Snapshot, []serviceIntent, error) {
 	var s plan.Snapshot
+	var intents []serviceIntent
 	key, err := CellKey(l.db, l.rand)
 	if err != nil {
-		return s, err
+		return s, nil, err
 	}
 	s.CellKey = key
 	var netSec config.Network
@@ -358,11 +362,14 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 			}
 			s.Peers = append(s.Peers, pp)
 		}
-		s.Forwards, err = l.db.Forwards().ListTx(tx)
+		if s.Forwards, err = l.db.Forwards().ListTx(tx); err != nil {
+			return err
+		}
+		intents, s.ServicesSubnet, err = l.readServices(tx, doc)
 		return err
 	})
 	if err != nil {
-		return s, err
+		return s, nil, err
 	}
 	if !s.SetUp {
 		if l.n.Front != nil { // the front serves the wizard
@@ -371,7 +378,7 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 				s.Host.HostAddrs = l.n.HostAddrs(s.Host.WAN)
 			}
 		}
-		return s, nil
+		return s, nil, nil
 	}
 	s.Host = plan.Host{Interface: l.n.Interface, LocalTCP: l.n.LocalTCP, LocalUDP: l.n.LocalUDP,
 		Links: l.n.Links != nil, Firewall: l.n.Firewall != nil, DNS: l.n.DNS != nil,
@@ -390,8 +397,15 @@ func (l *Loop) snapshot() (plan.Snapshot, error) {
 			l.log.Warn("no LAN networks: the lan policy has nothing to act on", "wan", s.Host.WAN, "err", err)
 		}
 	}
-	return s, nil
+	s.Services = planServices(intents)
+	if l.n.Services.Bridge != nil {
+		s.Host.Services = plan.ServicesHost{Bridge: true, NetNSDir: l.netnsDir()}
+	}
+	return s, intents, nil
 }
+
+// netnsDir is where the services' network namespaces are bind-mounted.
+func (l *Loop) netnsDir() string { return filepath.Join(l.n.Services.DataDir, "run", "netns") }
 
 func peerOf(db *storage.DB, tx *storage.Tx, p storage.Peer) (plan.Peer, error) {
 	pub, err := plan.ParseKey(p.PublicKey)
@@ -425,7 +439,7 @@ func (l *Loop) wan(cfg string) string {
 // applyAll builds every part from the database. It goes on past a failing
 // part and returns every error.
 func (l *Loop) applyAll() error {
-	s, err := l.snapshot()
+	s, intents, err := l.snapshot()
 	if err != nil {
 		l.publish(func(v *plan.Live) { v.WireGuard = down(err) })
 		return err
@@ -511,6 +525,10 @@ func (l *Loop) applyAll() error {
 				dnsState = storage.PartStatus{State: storage.StateDegraded, Reason: "no upstream resolver: only the cell's own names answer"}
 			}
 		}
+	}
+	svcState := l.applyServices(d, intents)
+	if svcState != nil {
+		errs = append(errs, svcState)
 	}
 	if d.Front != nil {
 		l.applyFront(*d.Front)

@@ -169,6 +169,9 @@ func (p *frontPart) Set(pf plan.Front) error {
 	if a := pf.ACME; a != nil {
 		cfg.ACME = &front.ACME{Names: a.Names, Email: a.Email, Directory: a.Directory, RootsPEM: []byte(a.RootPEM)}
 	}
+	for _, s := range pf.Sites {
+		cfg.Sites = append(cfg.Sites, front.Site{Host: s.Host, Upstream: s.Upstream})
+	}
 	return f.Set(cfg)
 }
 

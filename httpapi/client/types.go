@@ -168,6 +168,7 @@ type PeerChange struct {
 // ServiceCredential is one service's connection info for a peer.
 type ServiceCredential struct {
 	Service  string `json:"service"`
+	Name     string `json:"name"`
 	URL      string `json:"url"`
 	Username string `json:"username"`
 	Password Secret `json:"password,omitempty"`
