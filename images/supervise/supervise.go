@@ -310,6 +310,12 @@ func (s *Supervisor) pass(ctx context.Context) time.Time {
 	s.mu.Lock()
 	gen, desired := s.gen, s.desired
 	s.mu.Unlock()
+	if gen == 0 {
+		// Nothing was asked yet: after a restart of the cell the loop has
+		// not read the database, and the containers running are adopted,
+		// not removed as unwanted.
+		return time.Time{}
+	}
 
 	want := map[string]bool{}
 	for _, d := range desired {
