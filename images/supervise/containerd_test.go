@@ -91,7 +91,7 @@ func nsClient(path string) *http.Client {
 // TestRealContainerd runs the probe under the supervisor on a throwaway
 // containerd: installed and healthy; its process killed, restarted;
 // containerd stopped (failed: not reachable) and started again (running,
-// the same task); removed.
+// the same task); the cell restarted (adopted: the same task); removed.
 func TestRealContainerd(t *testing.T) {
 	d := containerdtest.Start(t)
 	probe := containerdtest.ProbeImage(t, "probe", "1.0.0")
@@ -131,6 +131,8 @@ func TestRealContainerd(t *testing.T) {
 	done := make(chan struct{})
 	go func() { sup.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
+	sctx, scancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer scancel()
 
 	state := func() supervise.State {
 		for _, s := range sup.States() {
@@ -165,8 +167,6 @@ func TestRealContainerd(t *testing.T) {
 
 	t0 := time.Now()
 	sup.Set([]supervise.Service{svc})
-	sctx, scancel := context.WithTimeout(ctx, 90*time.Second)
-	defer scancel()
 	if err := sup.Sync(sctx); err != nil {
 		t.Fatalf("Sync: %v", err)
 	}
@@ -206,12 +206,30 @@ func TestRealContainerd(t *testing.T) {
 		t.Errorf("restarts %d after containerd's restart, want 1", st.Restarts)
 	}
 
+	// The cell restarts: a new supervisor adopts the running container
+	// (same spec), no new task.
+	cancel()
+	<-done
+	sup = supervise.New(supervise.Options{Runtime: rt, HTTP: nsClient(ns), Poll: 200 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	done2 := make(chan struct{})
+	go func() { sup.Run(ctx2); close(done2) }()
+	defer func() { cancel2(); <-done2 }()
+	sup.Set([]supervise.Service{svc})
+	if err := sup.Sync(sctx); err != nil {
+		t.Fatalf("Sync after the cell's restart: %v", err)
+	}
+	if p := pid(); p != second {
+		t.Errorf("pid %d after the cell's restart, want %d (adopted)", p, second)
+	}
+
 	// Removed: the container goes, the volume stays.
 	sup.Set(nil)
 	if err := sup.Sync(sctx); err != nil {
 		t.Fatalf("Sync after removal: %v", err)
 	}
-	if st, err := rt.Status(ctx, id); err != nil || st.State != runtime.StateAbsent {
+	if st, err := rt.Status(sctx, id); err != nil || st.State != runtime.StateAbsent {
 		t.Errorf("status after removal %+v, %v; want absent", st, err)
 	}
 	if len(sup.States()) != 0 {
