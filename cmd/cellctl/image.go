@@ -15,10 +15,10 @@ func init() {
 	register("image", "build the firmware disk image from config.json (image build)", (*CLI).image)
 }
 
-// image: `cellctl image build [-config FILE] [-target amd64|rpi] [-version V] -o FILE`.
+// image: `cellctl image build [-config FILE] [-target amd64|rpi] [-version V] [-images DIR] -o FILE`.
 func (c *CLI) image(args []string) error {
 	if len(args) == 0 || args[0] != "build" {
-		fmt.Fprintln(c.Stderr, "usage: cellctl image build [-config config.json] [-target amd64|rpi] [-version V] -o FILE")
+		fmt.Fprintln(c.Stderr, "usage: cellctl image build [-config config.json] [-target amd64|rpi] [-version V] [-images DIR] -o FILE")
 		return errUsage
 	}
 	fs := c.newFlagSet("image build")
@@ -26,6 +26,7 @@ func (c *CLI) image(args []string) error {
 	target := fs.String("target", "", "board: amd64 or rpi (default: the config's)")
 	version := fs.String("version", "", "firmware version (default: the config's)")
 	out := fs.String("o", "cell.img", "the disk image to write")
+	imagesDir := fs.String("images", "images/out", "the services' OCI archives (cellctl images build) to pack into the root")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -42,7 +43,12 @@ func (c *CLI) image(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := image.Build(ctx, cfg, image.Options{Log: log, SetupCode: code}, *out); err != nil {
+	archives, err := image.ArchivesIn(*imagesDir)
+	if err != nil {
+		return err
+	}
+	log.Info("service images", "dir", *imagesDir, "archives", len(archives))
+	if err := image.Build(ctx, cfg, image.Options{Log: log, SetupCode: code, Images: archives}, *out); err != nil {
 		return err
 	}
 	fi, err := os.Stat(*out)

@@ -28,7 +28,7 @@ func TestImageBuildSetupCode(t *testing.T) {
 	cfgPath := filepath.Join(dir, "config.json")
 	cfg := `{"hostname":"cell","target":"amd64","version":"1.0.0",
 	  "packages":[{"path":"github.com/pic-cell/cell/firmware/qemu/testdata/healthd"}],
-	  "settings":{"root_mib":64,"perm_mib":32}}`
+	  "settings":{"root_mib":64,"perm_mib":32,"containerd":false}}`
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 	codeRe := regexp.MustCompile(`(?m)^setup code: ([A-Z2-7]{4}(?:-[A-Z2-7]{4}){6})$`)
 	var codes []string

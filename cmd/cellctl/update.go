@@ -31,7 +31,7 @@ func (c *CLI) update(args []string) error {
 			return c.updatePush(args[1:])
 		}
 	}
-	fmt.Fprintln(c.Stderr, "usage: cellctl update build -key FILE [-config config.json] [-version V] [-min-version V] -o FILE\n"+
+	fmt.Fprintln(c.Stderr, "usage: cellctl update build -key FILE [-config config.json] [-version V] [-min-version V] [-images DIR] -o FILE\n"+
 		"       cellctl update push -device https://CELL -bundle FILE [-user admin] [-password-file FILE] [-ca FILE] [-connect HOST:PORT]")
 	return errUsage
 }
@@ -44,6 +44,7 @@ func (c *CLI) updateBuild(args []string) error {
 	minVersion := fs.String("min-version", "", "the oldest running version that may install this bundle")
 	keyPath := fs.String("key", "cell-update.key", "the private signing key (cellctl keygen)")
 	out := fs.String("o", "cell.bundle", "the bundle to write")
+	imagesDir := fs.String("images", "images/out", "the services' OCI archives (cellctl images build) to pack into the root")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,7 +76,11 @@ func (c *CLI) updateBuild(args []string) error {
 	defer os.RemoveAll(tmp)
 	root := filepath.Join(tmp, "root.squashfs")
 	log := slog.New(slog.NewTextHandler(c.Stderr, nil)).With("component", "update")
-	if err := image.BuildRoot(ctx, cfg, image.Options{Log: log}, root); err != nil {
+	archives, err := image.ArchivesIn(*imagesDir)
+	if err != nil {
+		return err
+	}
+	if err := image.BuildRoot(ctx, cfg, image.Options{Log: log, Images: archives}, root); err != nil {
 		return err
 	}
 	f, err := os.Create(*out)

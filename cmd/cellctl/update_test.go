@@ -27,7 +27,7 @@ func TestKeygenAndUpdateBuild(t *testing.T) {
 	cfgPath := filepath.Join(dir, "config.json")
 	cfg := `{"hostname":"cell","target":"amd64","version":"1.0.0",
 	  "packages":[{"path":"github.com/pic-cell/cell/firmware/qemu/testdata/healthd"}],
-	  "settings":{"root_mib":64}}`
+	  "settings":{"root_mib":64,"containerd":false}}`
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
 	stem := filepath.Join(dir, "k")
 	var out bytes.Buffer

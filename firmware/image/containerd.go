@@ -2,7 +2,9 @@ package image
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -212,4 +214,25 @@ func placeImages(images []string, root string) error {
 		}
 	}
 	return nil
+}
+
+// ArchivesIn lists the OCI archives (*.oci.tar) in dir, sorted, for
+// Options.Images: what `cellctl images build -o dir` wrote. A missing dir is
+// no archives, not an error: the image then installs services only from a
+// registry.
+func ArchivesIn(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.Type().IsRegular() && strings.HasSuffix(e.Name(), ".oci.tar") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	return out, nil
 }

@@ -342,3 +342,19 @@ func (w *syncWriter) String() string {
 	defer w.mu.Unlock()
 	return w.buf.String()
 }
+
+func TestArchivesIn(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"b.oci.tar", "a.oci.tar", "notes.txt", "c.oci.tar.part"} {
+		os.WriteFile(filepath.Join(dir, n), nil, 0o644)
+	}
+	os.Mkdir(filepath.Join(dir, "d.oci.tar"), 0o755)
+	got, err := ArchivesIn(dir)
+	want := []string{filepath.Join(dir, "a.oci.tar"), filepath.Join(dir, "b.oci.tar")}
+	if err != nil || strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("ArchivesIn = %q, %v; want %q", got, err, want)
+	}
+	if got, err := ArchivesIn(filepath.Join(dir, "none")); err != nil || got != nil {
+		t.Errorf("ArchivesIn(missing) = %q, %v; want nothing, no error", got, err)
+	}
+}
