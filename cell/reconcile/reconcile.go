@@ -215,6 +215,11 @@ func (l *Loop) Sync(ctx context.Context) error {
 // Run applies changes until ctx ends. Close, after Run has returned, tears the
 // parts down.
 func (l *Loop) Run(ctx context.Context) {
+	if sup := l.n.Services.Supervisor; sup != nil {
+		done := make(chan struct{})
+		go func() { defer close(done); sup.Run(ctx) }()
+		defer func() { <-done }()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -272,6 +277,11 @@ func (l *Loop) Close() {
 	}
 	if l.n.Links != nil {
 		l.n.Links.Close()
+	}
+	// The service containers run on (a restarted cell adopts them), and so
+	// do their namespaces and the bridge.
+	if l.n.Services.Bridge != nil {
+		l.n.Services.Bridge.Close()
 	}
 }
 

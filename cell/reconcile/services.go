@@ -38,6 +38,8 @@ type Services struct {
 
 // Supervisor is images/supervise as the loop drives it.
 type Supervisor interface {
+	// Run converges until ctx ends; the loop's Run runs it.
+	Run(ctx context.Context)
 	Set([]supervise.Service)
 	States() []supervise.State
 	Sync(ctx context.Context) error

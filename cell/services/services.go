@@ -327,7 +327,7 @@ func domainTx(db *storage.DB, tx *storage.Tx) (string, error) {
 
 func (s *Services) needRuntime() error {
 	if s.o.Runtime == nil {
-		return fault.Errorf(fault.ErrUnavailable, "containerd_unavailable", "this cell runs no containerd (start it with -containerd SOCKET): services cannot run")
+		return fault.Errorf(fault.ErrUnavailable, "containerd_unavailable", "this cell runs no service containers: they need containerd (the daemon's -containerd SOCKET) and the kernel network (-wg-mode tun)")
 	}
 	return nil
 }

@@ -43,6 +43,10 @@ type flags struct {
 	wan      string
 	// setupCodeFile holds the wizard's one-time setup code ("": DATA/setup-code; setupcode.go).
 	setupCodeFile string
+	// containerd is its socket ("": the default one if it is there; "none": no services);
+	// images the folder of the bundled OCI archives (services.go).
+	containerd string
+	images     string
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -54,6 +58,8 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "the starting log level of every component: debug, info, warn, error")
 	fs.StringVar(&f.wgMode, "wg-mode", "netstack", "WireGuard: tun (a TUN device, nftables and routes; needs root) or netstack (userspace, leaves the host alone)")
 	fs.StringVar(&f.wan, "wan", "", "the WAN interface peers reach the internet through (default: the config's wan_interface, else the default route's)")
+	fs.StringVar(&f.containerd, "containerd", "", "containerd's socket, for the service containers (default: "+DefaultContainerd+" when it exists; none: no services)")
+	fs.StringVar(&f.images, "images", "", "the folder of the services' OCI archives (default: "+DefaultImages+" when it exists, else ./images/out)")
 	fs.StringVar(&f.setupCodeFile, "setup-code-file", "", "the file with the setup code the wizard asks for until setup is complete (default: DATA/setup-code, made with a new code if absent)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -104,7 +110,7 @@ func run(args []string) error {
 		return err
 	}
 	defer book.Close()
-	for _, c := range []string{"api", "storage", "audit", "cell", "network", "dns"} {
+	for _, c := range []string{"api", "storage", "audit", "cell", "network", "dns", "services"} {
 		book.Level(c) // listed by GET /api/logs/verbosity from the start
 	}
 	slog := book.Logger("cell")
@@ -133,7 +139,17 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw, OwnTCPPorts: ownTCPPorts(f.listen, fp)})
+	data, err := filepath.Abs(f.data)
+	if err != nil {
+		return err
+	}
+	rt := connectRuntime(containerdSocket(f.containerd), book.Logger("services"))
+	if rt != nil {
+		defer rt.Close()
+	}
+	svcRuntime := attachServices(&netw, rt, data, imagesDir(f.images), book) // before netw is copied
+	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw, OwnTCPPorts: ownTCPPorts(f.listen, fp),
+		Runtime: svcRuntime, DataDir: data})
 	if err != nil {
 		return err
 	}
@@ -150,7 +166,8 @@ func run(args []string) error {
 	fwCtx, fwStop := context.WithCancel(context.Background())
 	defer fwStop()
 	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings,
-		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Caddy: fp.api()}).
+		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Caddy: fp.api(),
+		Services: c.Services}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
 	api.Space = db.CheckSpace // a nearly full data partition refuses changes (507)
 	handler := api.Handler()
