@@ -93,6 +93,19 @@ func TestContainerdLifecycle(t *testing.T) {
 	if st.PID == 0 || st.StartedAt.IsZero() {
 		t.Errorf("running status %+v: want a pid and a start time", st)
 	}
+	// The limits reach the cgroup (v1 or v2 files).
+	for _, c := range []struct{ v1, v2, want string }{
+		{"memory/" + d.CgroupParent + "/" + id + "/memory.limit_in_bytes", d.CgroupParent + "/" + id + "/memory.max", "67108864"},
+		{"pids/" + d.CgroupParent + "/" + id + "/pids.max", d.CgroupParent + "/" + id + "/pids.max", "64"},
+	} {
+		b, err := os.ReadFile("/sys/fs/cgroup/" + c.v1)
+		if err != nil {
+			b, err = os.ReadFile("/sys/fs/cgroup/" + c.v2)
+		}
+		if err != nil || strings.TrimSpace(string(b)) != c.want {
+			t.Errorf("cgroup %s = %q, %v; want %s", c.v1, b, err, c.want)
+		}
+	}
 	// Idempotent start: the same task.
 	if err := r.Start(ctx, id); err != nil {
 		t.Fatal(err)
@@ -295,6 +308,83 @@ func TestContainerdRestart(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("no exit event after the daemon's restart")
+	}
+	if err := r.Remove(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestContainerdLogTrim has the probe write 2 MB to its log (the file the
+// shim writes): Status trims it to the last 256 KiB, and what the shim
+// writes after lands behind the kept tail (it appends: no hole, nothing
+// overwritten).
+func TestContainerdLogTrim(t *testing.T) {
+	d := containerdtest.Start(t)
+	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
+	r := newAdapter(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := r.Import(ctx, p.Archive); err != nil {
+		t.Fatal(err)
+	}
+	id := uniqueID("log")
+	logPath := filepath.Join(t.TempDir(), id+".log")
+	if err := r.Ensure(ctx, runtime.Spec{ID: id, Image: p.Ref, Args: []string{"/probe", "spam", "20000"}, LogPath: logPath}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.HasSuffix(string(b), "spam done\n") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe did not finish its output: %d bytes", len(b))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if fi, _ := os.Stat(logPath); fi.Size() < 2_000_000 {
+		t.Fatalf("log of %d bytes, want over 2 MB before the trim", fi.Size())
+	}
+	if _, err := r.Status(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(logPath)
+	if fi.Size() > 300<<10 {
+		t.Fatalf("log of %d bytes after Status, want it trimmed to about 256 KiB", fi.Size())
+	}
+	lines, err := r.Logs(ctx, id, 3)
+	if err != nil || len(lines) != 3 || lines[2] != "spam done" || !strings.HasPrefix(lines[1], "00019999 ") {
+		t.Fatalf("Logs = %q, %v; want the tail: line 19999, spam done", lines, err)
+	}
+	// Stop and start again: the new task's shim opens the same file and
+	// appends behind the kept tail.
+	if err := r.Stop(ctx, id, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	size := fi.Size()
+	if err := r.Start(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.Count(string(b), "spam done") == 2 {
+			if int64(len(b)) < size {
+				t.Errorf("log shrank to %d bytes from %d", len(b), size)
+			}
+			if strings.Contains(string(b), "\x00") {
+				t.Error("the log has a hole of NUL bytes: the shim did not append")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("second run's output not in the log (%d bytes)", len(b))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if err := r.Remove(ctx, id); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@
 //	probe serve ADDR   serve /healthz, /status (the process's Cap lines), /exit?code=N
 //	probe caps         print CapEff and whether / is writable, then exit 0
 //	probe exit N       exit with status N at once
+//	probe spam N       write N lines of 100 bytes to stdout, then serve :8080
 package main
 
 import (
@@ -51,6 +52,15 @@ func main() {
 		fmt.Println(rootWritable())
 		host, _ := os.Hostname()
 		fmt.Printf("hostname: %s\nuid: %d gid: %d\n", host, os.Getuid(), os.Getgid())
+	case "spam":
+		n, _ := strconv.Atoi(os.Args[2])
+		line := strings.Repeat("x", 90)
+		for i := 0; i < n; i++ {
+			fmt.Printf("%08d %s\n", i, line)
+		}
+		fmt.Println("spam done")
+		http.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+		_ = http.ListenAndServe(":8080", nil)
 	case "exit":
 		n, _ := strconv.Atoi(os.Args[2])
 		fmt.Fprintf(os.Stderr, "exiting with %d\n", n)
