@@ -25,7 +25,10 @@ func (f *fixture) cellConfig(version string) *image.Config {
 		Packages: []image.Package{{Path: cellDaemon, Args: []string{"-data", "/perm/cell", "-listen", "127.0.0.1:3000", "-front", ":443,:80",
 			"-wg-mode", "tun", "-setup-code-file", release.SetupCodePath}}},
 		UpdatePublicKey: f.pub,
-		Settings:        image.Settings{RootMiB: 160, PermMiB: 300, HealthURL: "http://127.0.0.1:3000/health"},
+		// Without containerd (the image's default carries it): these tests are
+		// about the cell and its updates; TestFrontOnTheImage boots
+		// config.json's image, containerd and all.
+		Settings: image.Settings{RootMiB: 160, PermMiB: 300, HealthURL: "http://127.0.0.1:3000/health", Containerd: new(bool)},
 	}
 }
 

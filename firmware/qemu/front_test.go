@@ -3,10 +3,13 @@ package qemu_test
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +35,12 @@ func TestFrontOnTheImage(t *testing.T) {
 	cfg := f.cellConfig("1.0.0")
 	cfg.Packages = shipped.Packages
 	cfg.Settings.HealthURL = shipped.Settings.HealthURL
+	cfg.Settings.Containerd = shipped.Settings.Containerd
+	start := time.Now()
 	img := f.image(cfg)
+	if fi, err := os.Stat(img); err == nil {
+		t.Logf("image built in %s (%d MiB, sparse)", time.Since(start).Round(100*time.Millisecond), fi.Size()>>20)
+	}
 
 	apiPort, err := qemu.FreePort()
 	if err != nil {
@@ -110,4 +118,60 @@ func TestFrontOnTheImage(t *testing.T) {
 	if len(entries) == 0 || entries[0].SourceIP != "10.0.2.2" {
 		t.Errorf("the login's audit entries %+v, want source 10.0.2.2", entries)
 	}
+
+	// containerd, which config.json's image carries, runs under the init: the
+	// init writes to the console when containerd's API first answers on its
+	// socket (an HTTP/2 SETTINGS frame back, what a gRPC client gets first),
+	// and containerd's resident memory 15 s later.
+	t.Run("containerd", func(t *testing.T) {
+		if shipped.Settings.Containerd != nil && !*shipped.Settings.Containerd {
+			t.Skip("config.json switches containerd off")
+		}
+		var after, rss string
+		err := waitFor(90*time.Second, func() error {
+			s := v.serial.String()
+			if strings.Contains(s, `msg="containerd does not answer"`) {
+				return errors.New("the init says containerd does not answer")
+			}
+			after = logField(s, `msg="containerd answers"`, "after")
+			rss = logField(s, `msg="containerd idle"`, "rss_kib")
+			if after == "" || rss == "" {
+				return fmt.Errorf("no console lines from the init that containerd answers (%q) and idles (%q)", after, rss)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := v.serial.String(); strings.Contains(s, `msg=containerd err=`) {
+			t.Errorf("the init could not prepare containerd: %s", logLine(s, `msg=containerd err=`))
+		}
+		kib, _ := strconv.Atoi(rss)
+		if kib <= 0 || kib > 200<<10 {
+			t.Errorf("containerd's idle RSS %q KiB, want between 0 and 200 MiB", rss)
+		}
+		t.Logf("containerd answered on %s %s after the init started its services; idle RSS %d KiB",
+			"/run/containerd/containerd.sock", after, kib)
+	})
+}
+
+// logLine is the first console line that contains marker.
+func logLine(console, marker string) string {
+	for _, line := range strings.Split(console, "\n") {
+		if strings.Contains(line, marker) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
+}
+
+// logField is key's value in the first console line (slog's text format) that
+// contains marker, or "".
+func logField(console, marker, key string) string {
+	for _, f := range strings.Fields(logLine(console, marker)) {
+		if v, ok := strings.CutPrefix(f, key+"="); ok {
+			return v
+		}
+	}
+	return ""
 }

@@ -304,7 +304,7 @@ func (f *fixture) config(version string, trial time.Duration, args ...string) *i
 		Packages:        []image.Package{{Path: healthd, Args: append([]string{"-listen", "0.0.0.0:80"}, args...)}},
 		UpdatePublicKey: f.pub,
 		Settings: image.Settings{RootMiB: 160, PermMiB: 300, TrialTimeout: image.Duration(trial),
-			Ntp: new(bool), HealthURL: "http://127.0.0.1:80/health"}, // healthd's port, not the cell's 3000
+			Ntp: new(bool), Containerd: new(bool), HealthURL: "http://127.0.0.1:80/health"}, // healthd's port, not the cell's 3000
 	}
 }
 
