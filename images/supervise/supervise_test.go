@@ -283,6 +283,11 @@ func TestAdoptsRunningContainer(t *testing.T) {
 	e := newEnv(t)
 	svc := e.service("files")
 	ctx := context.Background()
+	defer func() {
+		if t.Failed() {
+			t.Logf("runtime calls: %q", e.rt.Calls())
+		}
+	}()
 	// What a previous run of the cell left: image, container, task.
 	if _, err := e.rt.Import(ctx, svc.Archive); err != nil {
 		t.Fatal(err)
@@ -296,6 +301,12 @@ func TestAdoptsRunningContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := len(e.rt.Calls())
+	// The loop runs before the cell's first Set (it has not read its
+	// database yet): nothing is removed as unwanted meanwhile.
+	time.Sleep(50 * time.Millisecond)
+	if st, _ := e.rt.Status(ctx, "files"); st.State != runtime.StateRunning {
+		t.Fatalf("before the first Set the container is %+v, want left running", st)
+	}
 	e.sup.Set([]supervise.Service{svc})
 	if err := e.sync(t); err != nil {
 		t.Fatal(err)
