@@ -124,16 +124,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	return d
 }
 
-// start runs the daemon and waits until it answers.
+// start runs the daemon and waits until it answers; t fails if it does not.
 func (d *Daemon) start() {
 	d.t.Helper()
+	if err := d.launch(); err != nil {
+		d.t.Fatalf("containerdtest: %v", err)
+	}
+}
+
+// launch runs the daemon and waits until it answers.
+func (d *Daemon) launch() error {
 	cmd := exec.Command("containerd", "--config", d.config)
 	cmd.Stdout, cmd.Stderr = d.logf, d.logf
 	// Its own process group, so that a ^C of go test reaches it only
-	// through our cleanup.
+	// through our cleanup; SIGTERM if the test binary dies first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
-		d.t.Fatalf("containerdtest: start containerd: %v", err)
+		return fmt.Errorf("start containerd: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -143,7 +150,7 @@ func (d *Daemon) start() {
 
 	c, err := client.New(d.Socket)
 	if err != nil {
-		d.t.Fatalf("containerdtest: client: %v", err)
+		return fmt.Errorf("client: %w", err)
 	}
 	defer c.Close()
 	deadline := time.Now().Add(30 * time.Second)
@@ -152,15 +159,18 @@ func (d *Daemon) start() {
 		ok, err := c.IsServing(ctx)
 		cancel()
 		if ok {
-			return
+			return nil
 		}
 		select {
 		case <-exited:
-			d.t.Fatalf("containerdtest: containerd exited at start:\n%s", d.logTail())
+			d.mu.Lock()
+			d.cmd = nil
+			d.mu.Unlock()
+			return fmt.Errorf("containerd exited at start:\n%s", d.logTail())
 		default:
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("containerdtest: containerd not serving after 30 s (%v):\n%s", err, d.logTail())
+			return fmt.Errorf("containerd not serving after 30 s (%v):\n%s", err, d.logTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -216,10 +226,9 @@ func (d *Daemon) Running() bool {
 func (d *Daemon) cleanup() {
 	if !d.Running() {
 		// Tasks can only be deleted through a daemon.
-		func() {
-			defer func() { _ = recover() }()
-			d.start()
-		}()
+		if err := d.launch(); err != nil {
+			d.t.Logf("containerdtest: cleanup: %v", err)
+		}
 	}
 	if d.Running() {
 		d.deleteAll()
@@ -374,8 +383,9 @@ func unescapeMount(s string) string {
 	return b.String()
 }
 
-// removeCgroups removes the (empty, once the tasks are gone) cgroups under
-// CgroupParent in every hierarchy, deepest first.
+// removeCgroups kills what is left in the cgroups under CgroupParent (a
+// container's processes outlive a killed shim) and removes them, deepest
+// first, in every hierarchy.
 func (d *Daemon) removeCgroups() {
 	roots := []string{"/sys/fs/cgroup"}
 	if entries, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
@@ -395,7 +405,30 @@ func (d *Daemon) removeCgroups() {
 			return nil
 		})
 		for i := len(dirs) - 1; i >= 0; i-- {
+			for try := 0; try < 50; try++ {
+				if killCgroup(dirs[i]) == 0 {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			_ = os.Remove(dirs[i])
 		}
 	}
+}
+
+// killCgroup sends SIGKILL to the processes in the cgroup dir and returns
+// how many there were.
+func killCgroup(dir string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			n++
+		}
+	}
+	return n
 }
