@@ -10,7 +10,8 @@ import (
 )
 
 // The log file of a container is written by its shim, which opens it with
-// O_APPEND (containerd 1.6 pkg/process/io.go, the "file" scheme): every write
+// O_APPEND (the "file" scheme of pkg/process/io.go in containerd 1.6,
+// cmd/containerd-shim-runc-v2/process/io.go in 2.x): every write
 // goes to the file's end as it is at that moment, so truncating the file
 // under the shim is safe (the next line lands at the new end, no hole).
 // trimLog keeps the last logKeep bytes of a file grown past logMax: it reads

@@ -250,7 +250,7 @@ func (s *Supervisor) States() []State {
 // Sync waits until a pass of the loop has worked on the last Set and left
 // every desired service running or failed and every other one removed (or
 // failed to be). Its error wraps ErrFailed for each failed service, or is
-// ctx's.
+// ctx's. Without a Set it returns at once; without Run, only when ctx ends.
 func (s *Supervisor) Sync(ctx context.Context) error {
 	s.mu.Lock()
 	want := s.gen
@@ -478,6 +478,12 @@ func (s *Supervisor) fail(t *tracked, from stage, err error) {
 	if errors.Is(err, runtime.ErrUnavailable) {
 		t.nextTry = s.o.Now().Add(s.o.Poll)
 		s.to(t, PhaseFailed, ReasonUnreachable)
+		return
+	}
+	if errors.Is(err, runtime.ErrInvalid) {
+		// Retrying cannot help: wait for the service to change.
+		t.stage, t.refused = stageRefused, installKey(t.svc)
+		s.to(t, PhaseFailed, err.Error())
 		return
 	}
 	d := s.nextBackoff(t)

@@ -533,3 +533,31 @@ func TestSetNeverBlocks(t *testing.T) {
 		t.Errorf("states = %+v, want files installing", st)
 	}
 }
+
+func TestInvalidSpecWaitsForAChange(t *testing.T) {
+	e := newEnv(t)
+	svc := e.service("files")
+	svc.Spec.Mounts = []runtime.Mount{{Source: "relative", Target: "/data"}}
+	e.sup.Set([]supervise.Service{svc})
+	if err := e.sync(t); !errors.Is(err, supervise.ErrFailed) {
+		t.Fatalf("Sync = %v, want ErrFailed", err)
+	}
+	st := e.state("files")
+	if st.Phase != supervise.PhaseFailed || !strings.Contains(st.Reason, "invalid spec") {
+		t.Fatalf("state %+v, want failed: invalid spec", st)
+	}
+	n := len(e.rt.Calls())
+	e.clock.Add(time.Hour)
+	time.Sleep(50 * time.Millisecond)
+	if got := e.rt.Calls()[n:]; len(got) != 0 {
+		t.Errorf("an invalid spec was retried: %q", got)
+	}
+	svc.Spec.Mounts = nil
+	e.sup.Set([]supervise.Service{svc})
+	if err := e.sync(t); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state("files"); st.Phase != supervise.PhaseRunning {
+		t.Errorf("state %+v after the fix, want running", st)
+	}
+}
