@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,4 +179,26 @@ func rssOf(proc, exe string) (int, error) {
 		return 0, fmt.Errorf("%s: no VmRSS", filepath.Join(proc, e.Name(), "status"))
 	}
 	return 0, fmt.Errorf("no process runs %s", exe)
+}
+
+// neededControllers are the cgroup v2 controllers that the services' limits
+// use (images/runtime: memory_bytes, cpu_millis, pids). A kernel without
+// one still runs containers, but runc refuses any container that sets that
+// limit.
+var neededControllers = []string{"cpu", "memory", "pids"}
+
+// cgroupControllers reads the controllers the kernel offers at the cgroup v2
+// root dir, and which of neededControllers are not among them.
+func cgroupControllers(dir string) (have, missing []string, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return nil, nil, err
+	}
+	have = strings.Fields(string(b))
+	for _, n := range neededControllers {
+		if !slices.Contains(have, n) {
+			missing = append(missing, n)
+		}
+	}
+	return have, missing, nil
 }

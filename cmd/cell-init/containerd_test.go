@@ -212,3 +212,23 @@ func TestWatchContainerd(t *testing.T) {
 		t.Errorf("log:\n%s", out.String())
 	}
 }
+
+func TestCgroupControllers(t *testing.T) {
+	for _, tc := range []struct {
+		file, missing string
+	}{
+		{"cpuset cpu io memory hugetlb pids rdma misc\n", ""},
+		{"cpuset cpu io hugetlb pids rdma misc\n", "memory"}, // gokrazy's amd64 kernel: no CONFIG_MEMCG
+		{"", "cpu memory pids"},
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "cgroup.controllers"), []byte(tc.file), 0o444)
+		have, missing, err := cgroupControllers(dir)
+		if err != nil || strings.Join(missing, " ") != tc.missing || strings.Join(have, " ") != strings.TrimSpace(tc.file) {
+			t.Errorf("%q: have %q missing %q err %v; want missing %q", tc.file, have, missing, err, tc.missing)
+		}
+	}
+	if _, _, err := cgroupControllers(t.TempDir()); err == nil {
+		t.Error("no cgroup.controllers file, and no error")
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,6 +55,16 @@ func run() error {
 		// services answer 503 saying so).
 		if err := prepareContainerd(containerdPerm, cgroupRoot, kernelCgroups{}); err != nil {
 			logger.Error("containerd", "err", err)
+		}
+		have, missing, err := cgroupControllers(cgroupRoot)
+		switch {
+		case err != nil:
+			logger.Error("cgroup controllers", "err", err)
+		case len(missing) > 0:
+			logger.Warn("the kernel lacks cgroup controllers: services that set these limits cannot start",
+				"missing", strings.Join(missing, " "), "controllers", strings.Join(have, " "))
+		default:
+			logger.Info("cgroup controllers", "controllers", strings.Join(have, " "))
 		}
 	}
 
