@@ -13,7 +13,10 @@
 //	                copied by the init to /run/cell at boot (package release)
 //	2 root A squashfs  /gokrazy/init (cmd/cell-init), gokrazy's dhcp and ntp,
 //	                /user/<package> for each configured package, /etc/cell/release.json,
-//	                CA certificates, kernel modules, /var -> /perm/var (as gokrazy's)
+//	                CA certificates, kernel modules, /var -> /perm/var (as gokrazy's);
+//	                the container runtime (containerd.go): /user/containerd,
+//	                /user/containerd-shim-runc-v2, /user/runc, /etc/containerd/config.toml,
+//	                and the services' OCI archives in /usr/share/pic/images
 //	3 root B squashfs  empty until the first update (package firmware/update)
 //	4 perm   ext4   formatted at build time, so the first boot finds /perm ready
 //
@@ -25,6 +28,21 @@
 // disk's sector size as block size) and finalized from inside its workspace
 // (symlink targets are read relative to the working directory); and the FAT32 it
 // writes is corrected so that fsck.vfat accepts it (fatfix.go).
+//
+// The container runtime is built here, not downloaded: containerd and its shim
+// (no cgo) and runc (cgo: nsenter is C, seccomp is libseccomp, linked
+// statically from Debian's libseccomp-dev for the target; arm64 with
+// aarch64-linux-gnu-gcc and libseccomp-dev:arm64) from the versions go.mod
+// pins, into a per-GOARCH cache whose binaries go build relinks only when
+// something changed. They add about 48 MiB to the root (the squashfs is not
+// compressed). gokrazy's supervisor sets PATH=/user:/gokrazy over every
+// program's own environment, so the three sit in /user, where containerd finds
+// the shim and the shim runc. Of the kernel features containers need, both
+// gokrazy kernels have namespaces (but no user namespaces on amd64),
+// cgroup v2, overlayfs, veth, bridge and seccomp filters; the amd64 kernel
+// lacks the memory controller (CONFIG_MEMCG) and CPU bandwidth
+// (CONFIG_CFS_BANDWIDTH), so a container with a memory or CPU limit does not
+// start there (the Pi's kernel has both). The init logs the controllers.
 //
 // gokrazy's own web interface is not exposed: the image carries no gokr-pw.txt,
 // so gokrazy serves it only on its Unix socket, which the cell uses to reboot.
