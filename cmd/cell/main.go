@@ -47,6 +47,7 @@ type flags struct {
 	// images the folder of the bundled OCI archives (services.go).
 	containerd string
 	images     string
+	cgroup     string // the cgroup the containers get theirs under
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -59,6 +60,7 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.wgMode, "wg-mode", "netstack", "WireGuard: tun (a TUN device, nftables and routes; needs root) or netstack (userspace, leaves the host alone)")
 	fs.StringVar(&f.wan, "wan", "", "the WAN interface peers reach the internet through (default: the config's wan_interface, else the default route's)")
 	fs.StringVar(&f.containerd, "containerd", "", "containerd's socket, for the service containers (default: "+DefaultContainerd+" when it exists; none: no services)")
+	fs.StringVar(&f.cgroup, "cgroup-parent", "/pic", "the cgroup under which each service container gets its own (<parent>/<id>)")
 	fs.StringVar(&f.images, "images", "", "the folder of the services' OCI archives (default: "+DefaultImages+" when it exists, else ./images/out)")
 	fs.StringVar(&f.setupCodeFile, "setup-code-file", "", "the file with the setup code the wizard asks for until setup is complete (default: DATA/setup-code, made with a new code if absent)")
 	if err := fs.Parse(args); err != nil {
@@ -143,7 +145,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	rt := connectRuntime(containerdSocket(f.containerd), book.Logger("services"))
+	rt := connectRuntime(containerdSocket(f.containerd), f.cgroup, book.Logger("services"))
 	if rt != nil {
 		defer rt.Close()
 	}

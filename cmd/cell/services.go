@@ -55,14 +55,14 @@ func imagesDir(flag string) string {
 // starts it beside the cell, so the cell waits for its socket a little; a
 // socket that never answers leaves the cell without services (the routes
 // say 503), never down.
-func connectRuntime(socket string, log *slog.Logger) runtime.Runtime {
+func connectRuntime(socket, cgroupParent string, log *slog.Logger) runtime.Runtime {
 	if socket == "" {
 		log.Info("no containerd: the services are off (-containerd SOCKET turns them on)")
 		return nil
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		rt, err := runtime.New(socket, log)
+		rt, err := runtime.NewWithOptions(socket, log, runtime.Options{CgroupParent: cgroupParent})
 		if err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			_, err = rt.Images(ctx)

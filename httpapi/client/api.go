@@ -625,3 +625,79 @@ func (c *Client) RenewCaddyCerts(ctx context.Context) (CaddyStatus, error) {
 	err := c.call(ctx, post, "/api/caddy/cert-renew", nil, 200, &out)
 	return out, err
 }
+
+// ---- services
+
+// StoreEntry is one service of the catalog: GET /api/store.
+type StoreEntry struct {
+	ID           string   `json:"id"`
+	Name         string   `json:"name"`
+	Version      string   `json:"version"`
+	Description  string   `json:"description"`
+	Subdomain    string   `json:"subdomain"`
+	Capabilities []string `json:"capabilities"`
+	Installed    bool     `json:"installed"`
+	Available    bool     `json:"available"`
+}
+
+// Service is an installed service: GET /api/services/active.
+type Service struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Version   string `json:"version"`
+	URL       string `json:"url"`
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
+	Restarts  int    `json:"restarts"`
+	Accounts  int    `json:"accounts"`
+	Subdomain string `json:"subdomain"`
+}
+
+// ServiceStatus is a service's container: GET /api/services/catalog/<id>/status.
+type ServiceStatus struct {
+	ID        string `json:"id"`
+	State     string `json:"state"`
+	Reason    string `json:"reason"`
+	Restarts  int    `json:"restarts"`
+	Container string `json:"container"`
+	PID       uint32 `json:"pid"`
+	Address   string `json:"address"`
+}
+
+// Store is the catalog.
+func (c *Client) Store(ctx context.Context) ([]StoreEntry, error) {
+	var out struct {
+		Services []StoreEntry `json:"services"`
+	}
+	err := c.call(ctx, get, "/api/store", nil, 200, &out)
+	return out.Services, err
+}
+
+// ActiveServices are the installed services with their state.
+func (c *Client) ActiveServices(ctx context.Context) ([]Service, error) {
+	var out struct {
+		Services []Service `json:"services"`
+	}
+	err := c.call(ctx, get, "/api/services/active", nil, 200, &out)
+	return out.Services, err
+}
+
+// InstallService installs id from the catalog; the container follows (state
+// installing, then running or failed).
+func (c *Client) InstallService(ctx context.Context, id string) (Service, error) {
+	var s Service
+	err := c.call(ctx, post, "/api/store/install", map[string]string{"id": id}, 202, &s)
+	return s, err
+}
+
+// RemoveService removes id, keeping its data or not.
+func (c *Client) RemoveService(ctx context.Context, id string, keepData bool) error {
+	return c.call(ctx, post, "/api/store/remove", map[string]any{"id": id, "keep_data": keepData}, 200, nil)
+}
+
+// ServiceStatus is the state of id's container.
+func (c *Client) ServiceStatus(ctx context.Context, id string) (ServiceStatus, error) {
+	var s ServiceStatus
+	err := c.call(ctx, get, "/api/services/catalog/"+url.PathEscape(id)+"/status", nil, 200, &s)
+	return s, err
+}

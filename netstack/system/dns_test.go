@@ -34,7 +34,7 @@ func requireTools(t *testing.T, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipped: needs %s (Debian: bind9-dnsutils, dnsmasq-base)", tool)
+			t.Skipf("skipped: needs %s (Debian: bind9-dnsutils, dnsmasq-base, containerd, runc, curl, cadaver)", tool)
 		}
 	}
 }
