@@ -66,6 +66,9 @@ func TestPhoneThroughTunnel(t *testing.T) {
 	}
 	cfg := f.cellConfig("1.0.0")
 	cfg.Packages = shipped.Packages
+	// With containerd as config.json's image: its cell waits for the socket
+	// its -containerd names.
+	cfg.Settings.Containerd = shipped.Settings.Containerd
 	start := time.Now()
 	img := f.image(cfg)
 	t.Logf("image built in %s", time.Since(start).Round(time.Second))
