@@ -6,6 +6,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"debug/elf"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,10 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/contrib/seccomp"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/pic-cell/cell/firmware/release"
 )
@@ -304,6 +309,53 @@ func TestContainerdStartsWithImageConfig(t *testing.T) {
 		if rss > 200<<10 {
 			t.Errorf("containerd idle RSS %d KiB, more than 200 MiB", rss)
 		}
+	}
+
+	// A container, run the way the device runs them: containerd finds its
+	// shim and the shim runc only on PATH (the tools' directory, as gokrazy's
+	// /user), runc applies the default seccomp profile through its static
+	// libseccomp. The container's one program is the static runc itself.
+	rootfs := filepath.Join(work, "rootfs")
+	os.MkdirAll(rootfs, 0o755)
+	if err := copyFile(filepath.Join(bin, toolDir, "runc"), filepath.Join(rootfs, "probe")); err != nil {
+		t.Fatal(err)
+	}
+	ns := "pic-image-test"
+	cctx := namespaces.WithNamespace(ctx, ns)
+	id := fmt.Sprintf("probe-%d", os.Getpid())
+	ctr, err := c.NewContainer(cctx, id, containerd.WithRuntime("io.containerd.runc.v2", nil),
+		containerd.WithNewSpec(oci.WithRootFSPath(rootfs), oci.WithProcessArgs("/probe", "--version"), seccomp.WithDefaultProfile()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctr.Delete(cctx)
+	// The default spec's cgroup is /<namespace>/<id>: runc removes the
+	// container's own, the namespace's is left to remove here.
+	defer os.Remove(filepath.Join("/sys/fs/cgroup", ns))
+	var out syncWriter
+	task, err := ctr.NewTask(cctx, cio.NewCreator(cio.WithStreams(nil, &out, &out)))
+	if err != nil {
+		t.Fatalf("new task (shim and runc): %v", err)
+	}
+	defer task.Delete(cctx, containerd.WithProcessKill)
+	exited, err := task.Wait(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(cctx); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	var st containerd.ExitStatus
+	select {
+	case st = <-exited:
+	case <-cctx.Done():
+		t.Fatal("the container did not exit")
+	}
+	if _, err := task.Delete(cctx); err != nil {
+		t.Error(err)
+	}
+	if st.ExitCode() != 0 || !strings.Contains(out.String(), "runc version") {
+		t.Errorf("the container exited %d with %q; want 0 and runc's version", st.ExitCode(), out.String())
 	}
 }
 
