@@ -340,6 +340,22 @@ func TestServicesFilesThroughTheTunnel(t *testing.T) {
 		t.Errorf("cadaver's listing has no hello.txt:\n%s", cadOut)
 	}
 
+	// The admin sees what each account stores, asked of the service itself.
+	var usage struct {
+		Users []struct {
+			Username   string `json:"username"`
+			UsageBytes int64  `json:"usage_bytes"`
+		} `json:"users"`
+	}
+	a.ok("GET /api/files/users", a.Do(ctx, "GET", "/api/files/users", nil, &usage))
+	seen := map[string]int64{}
+	for _, u := range usage.Users {
+		seen[u.Username] = u.UsageBytes
+	}
+	if len(usage.Users) != 2 || seen["alice"] != int64(len("hello from alice's phone\n")) || seen["bob"] != 0 {
+		t.Errorf("files users: %+v", usage.Users)
+	}
+
 	// The sandbox: no capabilities, no way out but replies.
 	status1, err := a.ServiceStatus(ctx, "files")
 	a.ok("status", err)
