@@ -29,11 +29,12 @@ import (
 var (
 	filesOnce   sync.Once
 	filesResult oci.Result
+	filesData   []byte
 	filesErr    error
 )
 
-// filesImage builds the files image once per test binary; each caller gets
-// its own copy of the archive (an install may not share it).
+// filesImage builds the files image once per test binary (kept in memory,
+// nothing left in /tmp); each caller gets its own copy of the archive.
 func filesImage(b *testing.B) oci.Result {
 	b.Helper()
 	filesOnce.Do(func() {
@@ -42,23 +43,22 @@ func filesImage(b *testing.B) oci.Result {
 			filesErr = err
 			return
 		}
+		defer os.RemoveAll(dir)
 		root, err := filepath.Abs("../..")
 		if err != nil {
 			filesErr = err
 			return
 		}
-		filesResult, filesErr = oci.Build(context.Background(), oci.FirstParty[0], root, dir)
+		if filesResult, filesErr = oci.Build(context.Background(), oci.FirstParty[0], root, dir); filesErr == nil {
+			filesData, filesErr = os.ReadFile(filesResult.Archive)
+		}
 	})
 	if filesErr != nil {
 		b.Fatalf("building the files image: %v", filesErr)
 	}
 	res := filesResult
-	data, err := os.ReadFile(res.Archive)
-	if err != nil {
-		b.Fatal(err)
-	}
 	res.Archive = filepath.Join(b.TempDir(), filepath.Base(res.Archive))
-	if err := os.WriteFile(res.Archive, data, 0o644); err != nil {
+	if err := os.WriteFile(res.Archive, filesData, 0o644); err != nil {
 		b.Fatal(err)
 	}
 	return res
