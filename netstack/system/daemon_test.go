@@ -37,11 +37,14 @@ var (
 	buildErr  error
 )
 
-// TestMain removes the daemon binary the tests built.
+// TestMain removes the daemon binary and the image archives the tests built.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
+	}
+	if imagesDir != "" { // services_test.go's first-party archives
+		os.RemoveAll(imagesDir)
 	}
 	os.Exit(code)
 }
