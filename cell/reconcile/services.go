@@ -34,6 +34,9 @@ type Services struct {
 	ImagesDir string
 	// Arch is the machine's ("amd64", "arm64").
 	Arch string
+	// Unenforced are the container limits the kernel cannot enforce
+	// (runtime.Kernel), which the health names.
+	Unenforced []string
 }
 
 // Supervisor is images/supervise as the loop drives it.
@@ -226,6 +229,9 @@ func (l *Loop) CheckServices(context.Context) storage.PartStatus {
 	}
 	if len(failed) > 0 {
 		return storage.PartStatus{State: storage.StateDegraded, Reason: strings.Join(failed, "; ")}
+	}
+	if u := l.n.Services.Unenforced; len(u) > 0 {
+		return storage.PartStatus{State: storage.StateOK, Reason: "this kernel cannot enforce the containers' " + strings.Join(u, " and ") + " limits: the services run without them"}
 	}
 	return storage.PartStatus{State: storage.StateOK}
 }

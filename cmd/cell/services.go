@@ -97,7 +97,11 @@ func attachServices(n *reconcile.Network, rt runtime.Runtime, data, images strin
 		book.Logger("services").Warn("the services need the kernel network (-wg-mode tun): they are off")
 		return nil
 	}
-	n.Services = reconcile.Services{DataDir: data, ImagesDir: images, Arch: goruntime.GOARCH,
+	var unenforced []string
+	if k, ok := rt.(interface{ Unenforced() []string }); ok {
+		unenforced = k.Unenforced()
+	}
+	n.Services = reconcile.Services{DataDir: data, ImagesDir: images, Arch: goruntime.GOARCH, Unenforced: unenforced,
 		Supervisor: supervise.New(supervise.Options{Runtime: rt, Log: book.Logger("services")}),
 		Bridge:     bridge.New(book.Logger("services"))}
 	return rt

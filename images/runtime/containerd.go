@@ -48,6 +48,9 @@ type Options struct {
 	// CgroupParent is the cgroup under which containers get theirs
 	// (CgroupParent/<id>); empty: /pic.
 	CgroupParent string
+	// Kernel is what the kernel can enforce; nil: HostKernel(). A limit it
+	// cannot enforce is left out of every container (see Kernel).
+	Kernel *Kernel
 }
 
 // Containerd is the Runtime on a containerd daemon.
@@ -83,8 +86,19 @@ func NewWithOptions(socket string, log *slog.Logger, o Options) (*Containerd, er
 	if o.CgroupParent == "" {
 		o.CgroupParent = "/" + Namespace
 	}
+	if o.Kernel == nil {
+		k := HostKernel()
+		o.Kernel = &k
+		if u := k.Unenforced(); len(u) > 0 {
+			log.Warn("the kernel cannot enforce some container limits: the services run without them", "unenforced", strings.Join(u, ","))
+		}
+	}
 	return &Containerd{c: c, log: log.With("part", "runtime"), opts: o, locks: map[string]*sync.Mutex{}}, nil
 }
+
+// Unenforced names the limits the kernel cannot enforce, which every
+// container runs without (the services' health says so).
+func (r *Containerd) Unenforced() []string { return r.opts.Kernel.Unenforced() }
 
 // Close closes the connection.
 func (r *Containerd) Close() error { return r.c.Close() }
@@ -277,6 +291,7 @@ func (r *Containerd) Ensure(ctx context.Context, s Spec) error {
 
 // specOpts is the sandbox of every container and what of it the spec sets.
 func (r *Containerd) specOpts(img client.Image, s Spec) []oci.SpecOpts {
+	s = r.opts.Kernel.enforceable(s)
 	o := []oci.SpecOpts{oci.WithImageConfig(img)}
 	if s.Args != nil {
 		o = append(o, oci.WithProcessArgs(s.Args...))
