@@ -183,8 +183,8 @@ func rssOf(proc, exe string) (int, error) {
 
 // neededControllers are the cgroup v2 controllers that the services' limits
 // use (images/runtime: memory_bytes, cpu_millis, pids). A kernel without
-// one still runs containers, but runc refuses any container that sets that
-// limit.
+// one still runs containers; runc would refuse one that sets that limit, so
+// images/runtime leaves such limits out, unenforced.
 var neededControllers = []string{"cpu", "memory", "pids"}
 
 // cgroupControllers reads the controllers the kernel offers at the cgroup v2

@@ -61,7 +61,7 @@ func run() error {
 		case err != nil:
 			logger.Error("cgroup controllers", "err", err)
 		case len(missing) > 0:
-			logger.Warn("the kernel lacks cgroup controllers: services that set these limits cannot start",
+			logger.Warn("the kernel lacks cgroup controllers: the services' limits of these kinds are not enforced",
 				"missing", strings.Join(missing, " "), "controllers", strings.Join(have, " "))
 		default:
 			logger.Info("cgroup controllers", "controllers", strings.Join(have, " "))

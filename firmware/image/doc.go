@@ -41,8 +41,9 @@
 // gokrazy kernels have namespaces (but no user namespaces on amd64),
 // cgroup v2, overlayfs, veth, bridge and seccomp filters; the amd64 kernel
 // lacks the memory controller (CONFIG_MEMCG) and CPU bandwidth
-// (CONFIG_CFS_BANDWIDTH), so a container with a memory or CPU limit does not
-// start there (the Pi's kernel has both). The init logs the controllers.
+// (CONFIG_CFS_BANDWIDTH), so runc cannot apply a memory or CPU limit there
+// (images/runtime leaves them out; the Pi's kernel has both). The init logs
+// the controllers.
 //
 // gokrazy's own web interface is not exposed: the image carries no gokr-pw.txt,
 // so gokrazy serves it only on its Unix socket, which the cell uses to reboot.

@@ -160,9 +160,9 @@ func TestFrontOnTheImage(t *testing.T) {
 		t.Logf("containerd answered on %s %s after the init started its services; idle RSS %d KiB",
 			"/run/containerd/containerd.sock", after, kib)
 		// What the kernel offers the services' limits. gokrazy's amd64 kernel
-		// has no memory controller (CONFIG_MEMCG is off), so a service with a
-		// memory limit cannot start on it: logged here, where it shows, not
-		// failed on, since the kernel is not ours to change.
+		// has no memory controller (CONFIG_MEMCG is off), so a service's
+		// memory limit is not enforced on it: logged here, where it shows,
+		// not failed on, since the kernel is not ours to change.
 		s := v.serial.String()
 		switch line := logLine(s, "cgroup controllers"); {
 		case line == "":
