@@ -45,6 +45,14 @@ func newEnv(t *testing.T) *env {
 
 func openEnv(t *testing.T, dir string) *env {
 	t.Helper()
+	return buildEnv(t, dir, cell.Options{HashMemoryKiB: 64}, depsOf, nil)
+}
+
+// buildEnv is a real cell over dir, built with o (its DB and Logs filled in
+// here), behind the API with the areas deps picks and the system area over
+// fw (nil: none).
+func buildEnv(t *testing.T, dir string, o cell.Options, deps func(*cell.Cell) Deps, fw Firmware) *env {
+	t.Helper()
 	db, err := storage.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -56,14 +64,15 @@ func openEnv(t *testing.T, dir string) *env {
 	for _, c := range []string{"api", "cell", "audit", "storage"} {
 		book.Level(c).Set(-4) // debug: the canary must survive the chattiest level
 	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, HashMemoryKiB: 64})
+	o.DB, o.Logs = db, book
+	c, err := cell.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Setup.SetCode(setupCode); err != nil {
 		t.Fatal(err)
 	}
-	api := New(depsOf(c)).With(SystemRoutes(nil))
+	api := New(deps(c)).With(SystemRoutes(fw))
 	srv := httptest.NewServer(api.Handler())
 	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}
 	t.Cleanup(e.close)

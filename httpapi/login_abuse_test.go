@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/pic-cell/cell/cell"
-	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/storage"
 )
 
@@ -27,26 +26,7 @@ import (
 // the tests where hashing must take as long as on a cell.
 func newEnvHashing(t *testing.T, memoryKiB uint32) *env {
 	t.Helper()
-	dir := t.TempDir()
-	db, err := storage.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	book, err := logs.Open(logs.Options{Dir: dir + "/logs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, HashMemoryKiB: memoryKiB})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Setup.SetCode(setupCode); err != nil {
-		t.Fatal(err)
-	}
-	api := New(depsOf(c)).With(SystemRoutes(nil))
-	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: httptest.NewServer(api.Handler())}
-	t.Cleanup(e.close)
-	return e
+	return buildEnv(t, t.TempDir(), cell.Options{HashMemoryKiB: memoryKiB}, depsOf, nil)
 }
 
 // fromAddr is a dialer that binds the client's end of every connection to ip.

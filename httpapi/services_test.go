@@ -1,17 +1,14 @@
 package httpapi
 
 import (
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/pic-cell/cell/cell"
-	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/images/catalog"
 	"github.com/pic-cell/cell/images/runtime"
-	"github.com/pic-cell/cell/storage"
 )
 
 func init() {
@@ -49,25 +46,7 @@ func init() {
 func newServicesEnv(t *testing.T, rt runtime.Runtime, cat func() ([]byte, []byte)) *env {
 	t.Helper()
 	dir := t.TempDir()
-	db, err := storage.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	book, err := logs.Open(logs.Options{Dir: dir + "/logs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, HashMemoryKiB: 64, Runtime: rt, DataDir: dir, Catalog: cat})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Setup.SetCode(setupCode); err != nil {
-		t.Fatal(err)
-	}
-	api := New(depsOf(c)).With(SystemRoutes(nil))
-	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: httptest.NewServer(api.Handler())}
-	t.Cleanup(e.close)
-	return e
+	return buildEnv(t, dir, cell.Options{HashMemoryKiB: 64, Runtime: rt, DataDir: dir, Catalog: cat}, depsOf, nil)
 }
 
 func TestServicesStoreInstallAccounts(t *testing.T) {

@@ -4,12 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/pic-cell/cell/cell"
-	"github.com/pic-cell/cell/cell/logs"
 	"github.com/pic-cell/cell/firmware/bundle"
 	"github.com/pic-cell/cell/firmware/update"
 	"github.com/pic-cell/cell/storage"
@@ -45,29 +43,12 @@ func (f *fakeFirmware) Install(ctx context.Context, body io.Reader, max int64) (
 
 func (f *fakeFirmware) MaxBundle() int64 { return 1 << 20 }
 
-// newSystemEnv is env with the system area over fw.
+// newSystemEnv is a set-up env with the system area over fw.
 func newSystemEnv(t *testing.T, fw Firmware) *env {
 	t.Helper()
-	dir := t.TempDir()
-	db, err := storage.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	book, err := logs.Open(logs.Options{Dir: dir + "/logs"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, HashMemoryKiB: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Setup.SetCode(setupCode); err != nil {
-		t.Fatal(err)
-	}
-	api := New(Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book}).With(SystemRoutes(fw))
-	srv := httptest.NewServer(api.Handler())
-	e := &env{t: t, dir: dir, db: db, cell: c, book: book, api: api, srv: srv}
-	t.Cleanup(e.close)
+	e := buildEnv(t, t.TempDir(), cell.Options{HashMemoryKiB: 64}, func(c *cell.Cell) Deps {
+		return Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: c.Logs}
+	}, fw)
 	e.setup()
 	return e
 }

@@ -226,33 +226,40 @@ func (s *Services) PeerCredentials(peer string) ([]Credentials, error) {
 		if _, err := s.o.DB.Peers().GetTx(tx, peer); err != nil {
 			return fault.Errorf(fault.ErrNotFound, "peer_not_found", "no peer named %s", names.Quote(peer))
 		}
-		list, err := s.o.DB.Services().ListTx(tx)
-		if err != nil {
-			return err
-		}
-		for _, svc := range list {
-			accts, err := s.o.DB.Services().AccountsTx(tx, svc.ID)
-			if err != nil {
-				return err
-			}
+		return s.peerAccountsTx(tx, peer, func(svc storage.InstalledService, a storage.ServiceAccount) error {
 			e, err := EntryOf(svc)
 			if err != nil {
 				return err
 			}
-			for _, a := range accts {
-				if a.Peer != peer {
-					continue
-				}
-				c, err := s.credentialsTx(tx, e, a.Username)
-				if err != nil {
-					return err
-				}
-				out = append(out, c)
-			}
-		}
-		return nil
+			c, err := s.credentialsTx(tx, e, a.Username)
+			out = append(out, c)
+			return err
+		})
 	})
 	return out, err
+}
+
+// peerAccountsTx calls fn with each account made for peer, service by service.
+func (s *Services) peerAccountsTx(tx *storage.Tx, peer string, fn func(storage.InstalledService, storage.ServiceAccount) error) error {
+	list, err := s.o.DB.Services().ListTx(tx)
+	if err != nil {
+		return err
+	}
+	for _, svc := range list {
+		accts, err := s.o.DB.Services().AccountsTx(tx, svc.ID)
+		if err != nil {
+			return err
+		}
+		for _, a := range accts {
+			if a.Peer != peer {
+				continue
+			}
+			if err := fn(svc, a); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // PeerCreated is the peers' OnCreate hook: the new peer gets an account in
@@ -288,26 +295,10 @@ func (s *Services) PeerCreated(tx *storage.Tx, p storage.Peer) error {
 // in the same transaction (the loop then removes them from the services, and
 // their passwords stop working).
 func (s *Services) PeerDeleted(tx *storage.Tx, p storage.Peer) error {
-	list, err := s.o.DB.Services().ListTx(tx)
-	if err != nil {
-		return err
-	}
-	for _, svc := range list {
-		accts, err := s.o.DB.Services().AccountsTx(tx, svc.ID)
-		if err != nil {
+	return s.peerAccountsTx(tx, p.Name, func(svc storage.InstalledService, a storage.ServiceAccount) error {
+		if err := s.o.DB.Services().DeleteAccountTx(tx, svc.ID, a.Username); err != nil {
 			return err
 		}
-		for _, a := range accts {
-			if a.Peer != p.Name {
-				continue
-			}
-			if err := s.o.DB.Services().DeleteAccountTx(tx, svc.ID, a.Username); err != nil {
-				return err
-			}
-			if err := s.o.DB.Vault.DeleteTx(tx, PasswordName(svc.ID, a.Username)); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
+		return s.o.DB.Vault.DeleteTx(tx, PasswordName(svc.ID, a.Username))
+	})
 }
