@@ -35,6 +35,73 @@ func newAdapter(t *testing.T, d *containerdtest.Daemon) *runtime.Containerd {
 	return r
 }
 
+// probeSetup is what every containerd test starts from: its own daemon, the
+// probe image built, an adapter on the daemon and a context bounding the test.
+type probeSetup struct {
+	d   *containerdtest.Daemon
+	p   containerdtest.Probe
+	r   *runtime.Containerd
+	ctx context.Context
+}
+
+// setupProbe starts a daemon and an adapter and builds the probe image; with
+// imported, the image is imported already.
+func setupProbe(t *testing.T, within time.Duration, imported bool) probeSetup {
+	t.Helper()
+	d := containerdtest.Start(t)
+	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
+	r := newAdapter(t, d)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	if imported {
+		if _, err := r.Import(ctx, p.Archive); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return probeSetup{d: d, p: p, r: r, ctx: ctx}
+}
+
+// run creates the container of spec and starts its task.
+func (s probeSetup) run(t *testing.T, spec runtime.Spec) {
+	t.Helper()
+	if err := s.r.Ensure(s.ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.r.Start(s.ctx, spec.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitExit takes the next exit event, which must be id's.
+func waitExit(t *testing.T, exits <-chan runtime.Exit, id string, within time.Duration) {
+	t.Helper()
+	select {
+	case e := <-exits:
+		if e.ID != id {
+			t.Errorf("exit event for %q, want %q", e.ID, id)
+		}
+	case <-time.After(within):
+		t.Errorf("no exit event of %q within %v", id, within)
+	}
+}
+
+// waitFile polls the file at path until done says its content is complete,
+// and returns that content.
+func waitFile(t *testing.T, path string, within time.Duration, done func([]byte) bool) []byte {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		b, _ := os.ReadFile(path)
+		if done(b) {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: incomplete after %v (%d bytes)", path, within, len(b))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func waitState(t *testing.T, r runtime.Runtime, id, want string, within time.Duration) runtime.Status {
 	t.Helper()
 	deadline := time.Now().Add(within)
@@ -51,11 +118,8 @@ func waitState(t *testing.T, r runtime.Runtime, id, want string, within time.Dur
 }
 
 func TestContainerdLifecycle(t *testing.T) {
-	d := containerdtest.Start(t)
-	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
-	r := newAdapter(t, d)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	s := setupProbe(t, 3*time.Minute, false)
+	d, p, r, ctx := s.d, s.p, s.r, s.ctx
 
 	img, err := r.Import(ctx, p.Archive)
 	if err != nil {
@@ -153,14 +217,7 @@ func TestContainerdLifecycle(t *testing.T) {
 	if st.ExitedAt.IsZero() {
 		t.Errorf("stopped status %+v: no exit time", st)
 	}
-	select {
-	case e := <-exits:
-		if e.ID != id {
-			t.Errorf("exit event for %q, want %q", e.ID, id)
-		}
-	case <-time.After(5 * time.Second):
-		t.Error("no exit event within 5 s of the stop")
-	}
+	waitExit(t, exits, id, 5*time.Second)
 	if err := r.Stop(ctx, id, time.Second); err != nil {
 		t.Errorf("second Stop = %v", err)
 	}
@@ -203,25 +260,13 @@ func TestContainerdLifecycle(t *testing.T) {
 // the container) and reads what it saw: no capability in any set, a
 // read-only root, the id as hostname, seccomp filtering, no new privileges.
 func TestContainerdSandbox(t *testing.T) {
-	d := containerdtest.Start(t)
-	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
-	r := newAdapter(t, d)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if _, err := r.Import(ctx, p.Archive); err != nil {
-		t.Fatal(err)
-	}
+	s := setupProbe(t, 2*time.Minute, true)
+	r, ctx := s.r, s.ctx
 	id := uniqueID("caps")
 	vol := t.TempDir()
 	logPath := filepath.Join(t.TempDir(), id+".log")
-	spec := runtime.Spec{ID: id, Image: p.Ref, Args: []string{"/probe", "caps"}, User: "0:0", LogPath: logPath,
-		Mounts: []runtime.Mount{{Source: vol, Target: "/data"}}}
-	if err := r.Ensure(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx, id); err != nil {
-		t.Fatal(err)
-	}
+	s.run(t, runtime.Spec{ID: id, Image: s.p.Ref, Args: []string{"/probe", "caps"}, User: "0:0", LogPath: logPath,
+		Mounts: []runtime.Mount{{Source: vol, Target: "/data"}}})
 	st := waitState(t, r, id, runtime.StateStopped, 10*time.Second)
 	lines, err := r.Logs(ctx, id, 100)
 	if err != nil {
@@ -262,21 +307,10 @@ func TestContainerdSandbox(t *testing.T) {
 // the adapter's calls fail with ErrUnavailable meanwhile and work again
 // after, and the task ran through.
 func TestContainerdRestart(t *testing.T) {
-	d := containerdtest.Start(t)
-	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
-	r := newAdapter(t, d)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if _, err := r.Import(ctx, p.Archive); err != nil {
-		t.Fatal(err)
-	}
+	s := setupProbe(t, 2*time.Minute, true)
+	d, r, ctx := s.d, s.r, s.ctx
 	id := uniqueID("rst")
-	if err := r.Ensure(ctx, runtime.Spec{ID: id, Image: p.Ref}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx, id); err != nil {
-		t.Fatal(err)
-	}
+	s.run(t, runtime.Spec{ID: id, Image: s.p.Ref})
 	before := waitState(t, r, id, runtime.StateRunning, 5*time.Second)
 	exits, err := r.Exits(ctx)
 	if err != nil {
@@ -301,14 +335,7 @@ func TestContainerdRestart(t *testing.T) {
 	if err := r.Stop(ctx, id, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case e := <-exits:
-		if e.ID != id {
-			t.Errorf("exit of %q, want %q", e.ID, id)
-		}
-	case <-time.After(10 * time.Second):
-		t.Error("no exit event after the daemon's restart")
-	}
+	waitExit(t, exits, id, 10*time.Second)
 	if err := r.Remove(ctx, id); err != nil {
 		t.Fatal(err)
 	}
@@ -319,33 +346,13 @@ func TestContainerdRestart(t *testing.T) {
 // writes after lands behind the kept tail (it appends: no hole, nothing
 // overwritten).
 func TestContainerdLogTrim(t *testing.T) {
-	d := containerdtest.Start(t)
-	p := containerdtest.ProbeImage(t, "probe", "1.0.0")
-	r := newAdapter(t, d)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if _, err := r.Import(ctx, p.Archive); err != nil {
-		t.Fatal(err)
-	}
+	s := setupProbe(t, 2*time.Minute, true)
+	r, ctx := s.r, s.ctx
 	id := uniqueID("log")
 	logPath := filepath.Join(t.TempDir(), id+".log")
-	if err := r.Ensure(ctx, runtime.Spec{ID: id, Image: p.Ref, Args: []string{"/probe", "spam", "20000"}, LogPath: logPath}); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		b, _ := os.ReadFile(logPath)
-		if strings.HasSuffix(string(b), "spam done\n") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the probe did not finish its output: %d bytes", len(b))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.run(t, runtime.Spec{ID: id, Image: s.p.Ref, Args: []string{"/probe", "spam", "20000"}, LogPath: logPath})
+	// The probe finished its output.
+	waitFile(t, logPath, 20*time.Second, func(b []byte) bool { return strings.HasSuffix(string(b), "spam done\n") })
 	if fi, _ := os.Stat(logPath); fi.Size() < 2_000_000 {
 		t.Fatalf("log of %d bytes, want over 2 MB before the trim", fi.Size())
 	}
@@ -369,22 +376,13 @@ func TestContainerdLogTrim(t *testing.T) {
 	if err := r.Start(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		b, _ := os.ReadFile(logPath)
-		if strings.Count(string(b), "spam done") == 2 {
-			if int64(len(b)) < size {
-				t.Errorf("log shrank to %d bytes from %d", len(b), size)
-			}
-			if strings.Contains(string(b), "\x00") {
-				t.Error("the log has a hole of NUL bytes: the shim did not append")
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("second run's output not in the log (%d bytes)", len(b))
-		}
-		time.Sleep(50 * time.Millisecond)
+	// The second run's output reaches the log.
+	b := waitFile(t, logPath, 20*time.Second, func(b []byte) bool { return strings.Count(string(b), "spam done") == 2 })
+	if int64(len(b)) < size {
+		t.Errorf("log shrank to %d bytes from %d", len(b), size)
+	}
+	if strings.Contains(string(b), "\x00") {
+		t.Error("the log has a hole of NUL bytes: the shim did not append")
 	}
 	if err := r.Remove(ctx, id); err != nil {
 		t.Fatal(err)
