@@ -260,15 +260,7 @@ func (r *Containerd) Ensure(ctx context.Context, s Spec) error {
 	if err := r.c.SnapshotService(snapshotter).Remove(ctx, s.ID); err != nil && !errdefs.IsNotFound(err) {
 		r.log.Warn("remove stale snapshot", "id", s.ID, "err", err)
 	}
-	labels := map[string]string{}
-	for k, v := range s.Labels {
-		labels[k] = v
-	}
-	labels[LabelService] = s.ID
-	labels[LabelSpec] = hash
-	if s.LogPath != "" {
-		labels[LabelLog] = s.LogPath
-	}
+	labels := s.containerLabels(hash)
 	var runtimeOpts any
 	if r.opts.RuncRoot != "" {
 		runtimeOpts = &options.Options{Root: r.opts.RuncRoot}

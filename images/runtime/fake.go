@@ -205,15 +205,7 @@ func (f *Fake) Ensure(ctx context.Context, s Spec) error {
 		}
 		delete(f.containers, s.ID)
 	}
-	labels := map[string]string{}
-	for k, v := range s.Labels {
-		labels[k] = v
-	}
-	labels[LabelService] = s.ID
-	labels[LabelSpec] = hash
-	if s.LogPath != "" {
-		labels[LabelLog] = s.LogPath
-	}
+	labels := s.containerLabels(hash)
 	f.containers[s.ID] = &fakeContainer{spec: s, hash: hash, status: Status{State: StateCreated}, labels: labels}
 	f.calls = append(f.calls, "Ensure "+s.ID)
 	return nil

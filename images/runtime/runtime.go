@@ -184,3 +184,18 @@ func (s Spec) Hash(imageDigest string) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:16])
 }
+
+// containerLabels are the labels a container of s carries, hash being its
+// Hash: the spec's own, then ours (which win).
+func (s Spec) containerLabels(hash string) map[string]string {
+	labels := make(map[string]string, len(s.Labels)+3)
+	for k, v := range s.Labels {
+		labels[k] = v
+	}
+	labels[LabelService] = s.ID
+	labels[LabelSpec] = hash
+	if s.LogPath != "" {
+		labels[LabelLog] = s.LogPath
+	}
+	return labels
+}
