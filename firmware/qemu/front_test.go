@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/pic-cell/cell/firmware/image"
 	"github.com/pic-cell/cell/firmware/qemu"
 	"github.com/pic-cell/cell/httpapi/client"
+	"github.com/pic-cell/cell/images/oci"
 )
 
 // TestFrontOnTheImage: the image with config.json's cell. Its front answers
@@ -37,7 +39,7 @@ func TestFrontOnTheImage(t *testing.T) {
 	cfg.Settings.HealthURL = shipped.Settings.HealthURL
 	cfg.Settings.Containerd = shipped.Settings.Containerd
 	start := time.Now()
-	img := f.image(cfg)
+	img := f.imageWithServices(cfg)
 	if fi, err := os.Stat(img); err == nil {
 		t.Logf("image built in %s (%d MiB, sparse)", time.Since(start).Round(100*time.Millisecond), fi.Size()>>20)
 	}
@@ -173,6 +175,85 @@ func TestFrontOnTheImage(t *testing.T) {
 			t.Logf("cgroup: %s", line)
 		}
 	})
+	t.Run("files", func(t *testing.T) { testFilesOnTheImage(t, v, a) })
+}
+
+// imageWithServices is f.image with the first-party services' OCI archives
+// bundled, as `cellctl image build` bundles images/out.
+func (f *fixture) imageWithServices(cfg *image.Config) string {
+	f.t.Helper()
+	var archives []string
+	for _, s := range oci.FirstParty {
+		r, err := oci.Build(context.Background(), s, moduleRoot(f.t), f.dir)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		archives = append(archives, r.Archive)
+	}
+	p := filepath.Join(f.dir, "cell-"+cfg.Version+".img")
+	if err := image.Build(context.Background(), cfg, image.Options{Dir: moduleRoot(f.t), SetupCode: f.code, Images: archives}, p); err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+// testFilesOnTheImage installs the files service on the booted image from
+// the archive bundled in its root (the guest reaches no registry: nothing is
+// pulled), and a peer's credentials store and read a file through the front
+// at https://files.<domain>/.
+func testFilesOnTheImage(t *testing.T, v *testVM, a *api) {
+	ctx := context.Background()
+	_, err := a.CreatePeer(ctx, client.NewPeer{Name: "phone"})
+	a.ok("POST /api/peers", err)
+	start := time.Now()
+	_, err = a.InstallService(ctx, "files")
+	a.ok("POST /api/store/install", err)
+	var st client.ServiceStatus
+	if err := waitFor(4*time.Minute, func() error {
+		st, err = a.ServiceStatus(ctx, "files")
+		if err != nil || st.State != "running" {
+			return fmt.Errorf("%+v %v", st, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("files never ran on the image: %v\n%s", err, v.serial.String())
+	}
+	t.Logf("files installed from the bundled archive and running after %s", time.Since(start).Round(100*time.Millisecond))
+	creds, err := a.PeerServiceCredentials(ctx, "phone")
+	a.ok("GET /api/peers/phone/service-credentials", err)
+	if len(creds) != 1 || creds[0].URL != "https://files.home.example.org/" {
+		t.Fatalf("the phone's credentials: %+v", creds)
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: v.ca, ServerName: "files.home.example.org"},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", v.tlsPort))
+		}}}
+	do := func(method, body string) (int, string, error) {
+		req, _ := http.NewRequest(method, creds[0].URL+"hello.txt", strings.NewReader(body))
+		req.SetBasicAuth(creds[0].Username, string(creds[0].Password))
+		res, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b), nil
+	}
+	// The front gets the site's certificate from the vault in the background.
+	if err := waitFor(90*time.Second, func() error {
+		code, body, err := do("PUT", "hello from the phone\n")
+		if err != nil || (code != 201 && code != 204) {
+			return fmt.Errorf("PUT: %d %q %v", code, body, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, err := do("GET", ""); err != nil || code != 200 || body != "hello from the phone\n" {
+		t.Errorf("GET through the front: %d %q %v", code, body, err)
+	}
 }
 
 // logLine is the first console line that contains marker.
