@@ -70,7 +70,7 @@ func TestPhoneThroughTunnel(t *testing.T) {
 	// its -containerd names.
 	cfg.Settings.Containerd = shipped.Settings.Containerd
 	start := time.Now()
-	img := f.image(cfg)
+	img := f.imageWithServices(cfg)
 	t.Logf("image built in %s", time.Since(start).Round(time.Second))
 
 	lab := nstest.NewNS(t, "lab")
@@ -271,6 +271,62 @@ func TestPhoneThroughTunnel(t *testing.T) {
 			t.Errorf("the cell's DNS status: %+v", st)
 		}
 		t.Logf("DNS: listening %v, zone %s, %d records, upstreams %+v", st.Listening, st.Zone, st.Records, st.Upstreams)
+	})
+
+	// The household's files: installed from the archive in the image, reached
+	// by the phone through the tunnel at https://files.<domain>/ (the name
+	// from the cell's DNS, the certificate from its CA), with the username and
+	// password the cell handed the phone.
+	t.Run("files through the tunnel", func(t *testing.T) {
+		_, err := a.InstallService(ctx, "files")
+		a.ok("POST /api/store/install", err)
+		if err := waitFor(4*time.Minute, func() error {
+			st, err := a.ServiceStatus(ctx, "files")
+			if err == nil && st.State != "running" {
+				err = fmt.Errorf("%+v", st)
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("files never ran: %v", err)
+		}
+		creds, err := a.PeerServiceCredentials(ctx, "phone")
+		a.ok("GET /api/peers/phone/service-credentials", err)
+		if len(creds) != 1 || creds[0].URL != "https://files.home.example.org/" {
+			t.Fatalf("the phone's credentials: %+v", creds)
+		}
+		var addr string
+		if err := waitFor(30*time.Second, func() error {
+			out, err := phone.Try("dig", "+short", "+time=3", "@"+tunCell, "files.home.example.org")
+			if addr = strings.TrimSpace(out); err == nil && addr != tunCell {
+				err = fmt.Errorf("answer %q", addr)
+			}
+			return err
+		}); err != nil {
+			t.Fatalf("files.home.example.org through the cell's DNS: %v", err)
+		}
+		c := nsHTTPS(phone, 30*time.Second, a.ca, "files.home.example.org", addr+":443")
+		do := func(method, body string) (int, string, error) {
+			req, _ := http.NewRequest(method, creds[0].URL+"from-the-phone.txt", strings.NewReader(body))
+			req.SetBasicAuth(creds[0].Username, string(creds[0].Password))
+			res, err := c.Do(req)
+			if err != nil {
+				return 0, "", err
+			}
+			defer res.Body.Close()
+			b, _ := io.ReadAll(res.Body)
+			return res.StatusCode, string(b), nil
+		}
+		if err := waitFor(90*time.Second, func() error {
+			if code, body, err := do("PUT", "written through the tunnel\n"); err != nil || (code != 201 && code != 204) {
+				return fmt.Errorf("PUT: %d %q %v", code, body, err)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if code, body, err := do("GET", ""); err != nil || code != 200 || body != "written through the tunnel\n" {
+			t.Errorf("GET through the tunnel: %d %q %v", code, body, err)
+		}
 	})
 
 	t.Run("admin api from the lan", func(t *testing.T) {
