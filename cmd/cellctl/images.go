@@ -248,23 +248,10 @@ func (c *CLI) catalogVerify(args []string) error {
 // writeFileAtomic replaces file with data by a rename, so an interrupted
 // sign leaves the old index, never a half one.
 func writeFileAtomic(file string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*")
-	if err != nil {
+	return oci.WriteFile(file, func(w io.Writer) error {
+		_, err := w.Write(data)
 		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
+	})
 }
 
 // dirtySources lists the files git reports as changed or new in the module's

@@ -460,28 +460,38 @@ func writeArchive(file string, blobs map[string][]byte, indexJSON []byte) error 
 	}
 	sort.Strings(names)
 
+	return WriteFile(file, func(w io.Writer) error {
+		tw := tar.NewWriter(w)
+		for _, n := range names {
+			if strings.HasSuffix(n, "/") {
+				if err := tw.WriteHeader(fixedHeader(n, tar.TypeDir, 0o755, 0)); err != nil {
+					return err
+				}
+				continue
+			}
+			b := entries[n]
+			if err := tw.WriteHeader(fixedHeader(n, tar.TypeReg, 0o644, int64(len(b)))); err != nil {
+				return err
+			}
+			if _, err := tw.Write(b); err != nil {
+				return err
+			}
+		}
+		return tw.Close()
+	})
+}
+
+// WriteFile replaces file, with mode 0644, by what write writes: into a
+// temporary file beside it, then a rename, so that a failed or interrupted
+// write leaves the old file (or none), never a half one. The catalog's
+// signing in cellctl writes its index and signature through it too.
+func WriteFile(file string, write func(w io.Writer) error) error {
 	tmp, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+".*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	tw := tar.NewWriter(tmp)
-	for _, n := range names {
-		if strings.HasSuffix(n, "/") {
-			if err := tw.WriteHeader(fixedHeader(n, tar.TypeDir, 0o755, 0)); err != nil {
-				return err
-			}
-			continue
-		}
-		b := entries[n]
-		if err := tw.WriteHeader(fixedHeader(n, tar.TypeReg, 0o644, int64(len(b)))); err != nil {
-			return err
-		}
-		if _, err := tw.Write(b); err != nil {
-			return err
-		}
-	}
-	if err := tw.Close(); err != nil {
+	if err := write(tmp); err != nil {
 		tmp.Close()
 		return err
 	}

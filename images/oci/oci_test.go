@@ -181,17 +181,7 @@ func checkImage(t *testing.T, arch string, img v1.Image, size int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := tar.NewReader(zr)
-	var names []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, h.Name)
+	names := tarEntries(t, zr, func(h *tar.Header, content io.Reader) {
 		if !h.ModTime.Equal(time.Unix(0, 0)) || h.Uid != 0 || h.Gid != 0 || h.Uname != "" || h.Gname != "" {
 			t.Errorf("%s: %s: header varies: mtime %v uid %d gid %d %q %q", arch, h.Name, h.ModTime, h.Uid, h.Gid, h.Uname, h.Gname)
 		}
@@ -199,7 +189,7 @@ func checkImage(t *testing.T, arch string, img v1.Image, size int64) {
 			if h.Mode != 0o755 || h.Typeflag != tar.TypeReg {
 				t.Errorf("%s: binary mode %o type %c", arch, h.Mode, h.Typeflag)
 			}
-			b, _ := io.ReadAll(tr)
+			b, _ := io.ReadAll(content)
 			if !bytes.HasPrefix(b, []byte("\x7fELF")) {
 				t.Errorf("%s: the binary is no ELF file", arch)
 			}
@@ -209,9 +199,28 @@ func checkImage(t *testing.T, arch string, img v1.Image, size int64) {
 				t.Errorf("%s: ELF machine %#x, want %#x", arch, b[18], want)
 			}
 		}
-	}
+	})
 	if got := strings.Join(names, ","); got != "bin/,bin/hello" {
 		t.Errorf("%s: layer entries %s, want bin/,bin/hello", arch, got)
+	}
+}
+
+// tarEntries reads the tar stream r to its end, calling fn on each entry
+// with its content, and returns the entries' names in their order.
+func tarEntries(t *testing.T, r io.Reader, fn func(h *tar.Header, content io.Reader)) []string {
+	t.Helper()
+	tr := tar.NewReader(r)
+	var names []string
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return names
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+		fn(h, tr)
 	}
 }
 
@@ -224,32 +233,22 @@ func untar(t *testing.T, file string) string {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	tr := tar.NewReader(f)
-	var names []string
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		names = append(names, h.Name)
+	names := tarEntries(t, f, func(h *tar.Header, content io.Reader) {
 		p := filepath.Join(dir, filepath.FromSlash(h.Name))
 		if h.Typeflag == tar.TypeDir {
 			if err := os.MkdirAll(p, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			continue
+			return
 		}
-		b, err := io.ReadAll(tr)
+		b, err := io.ReadAll(content)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
+	})
 	for i := 1; i < len(names); i++ {
 		if names[i-1] >= names[i] {
 			t.Errorf("archive entries not sorted: %q before %q", names[i-1], names[i])
@@ -393,5 +392,40 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	out, _ = run("images", "ls")
 	if !strings.Contains(out, res.Index.String()) {
 		t.Errorf("the imported image is not the index %s:\n%s", res.Index, out)
+	}
+}
+
+// TestWriteFile: a failed write leaves the old file and no temporary one; a
+// good one replaces it, with mode 0644.
+func TestWriteFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "index.json")
+	if err := os.WriteFile(file, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err := WriteFile(file, func(w io.Writer) error {
+		io.WriteString(w, "half")
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Errorf("failed write: err %v, want %v", err, boom)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "old" {
+		t.Errorf("after a failed write: %q, want the old content", b)
+	}
+	if err := WriteFile(file, func(w io.Writer) error { _, err := io.WriteString(w, "new"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "new" {
+		t.Errorf("after a write: %q, want new", b)
+	}
+	if fi, err := os.Stat(file); err != nil {
+		t.Error(err)
+	} else if fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode())
+	}
+	if des, _ := os.ReadDir(dir); len(des) != 1 {
+		t.Errorf("folder holds %d files, want only the written one", len(des))
 	}
 }
