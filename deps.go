@@ -4,6 +4,7 @@ package tools
 
 import (
 	_ "filippo.io/age"
+	_ "github.com/chromedp/chromedp"
 	_ "github.com/containerd/containerd/v2/client"
 	_ "github.com/containerd/containerd/v2/cmd/containerd"
 	_ "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
