@@ -52,13 +52,9 @@ func newEnv(t *testing.T, dir string) *env {
 	return e
 }
 
-func (e *env) adminDo(method, path, body string) (int, string) {
+// do sends req and returns the answer's status and body.
+func (e *env) do(req *http.Request) (int, string) {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.admin.URL+path, strings.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -66,6 +62,16 @@ func (e *env) adminDo(method, path, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+func (e *env) adminDo(method, path, body string) (int, string) {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.admin.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	return e.do(req)
 }
 
 func (e *env) putAccount(name, password string, quota int64) {
@@ -88,13 +94,7 @@ func (e *env) dav(user, pass, method, path string, body io.Reader, hdr ...string
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return e.do(req)
 }
 
 func TestHealthz(t *testing.T) {
