@@ -203,6 +203,8 @@ func mayImport(from, to string) (ok bool, why string, known bool) {
 		return in(to, "netstack", "storage"), "netstack may import only storage/... and netstack/...", true
 	case under(from, "images"):
 		return in(to, "images", "storage"), "images may import only storage/... and images/...", true
+	case under(from, "ui"):
+		return in(to, "ui"), "ui (the browser app, embedded) may import nothing of the module", true
 	case under(from, "firmware"):
 		return in(to, "firmware"), "firmware may import nothing of the module but firmware/...", true
 	}

@@ -208,6 +208,10 @@ type Server struct {
 	// Space, when set, is asked before every change (login aside): an error
 	// (storage.ErrNoSpace: 507) refuses it.
 	Space func() error
+	// UI, when set, serves the browser app (package ui) for every GET or
+	// HEAD outside /api/ that no route takes: the admin and the peer portal
+	// at /, through the front and on the API's own listener alike.
+	UI    http.Handler
 	extra []func(*Server) []Route
 }
 
@@ -256,6 +260,11 @@ func (s *Server) Handler() http.Handler {
 	r.RedirectFixedPath = false
 	r.HandleMethodNotAllowed = true
 	r.NotFound = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if s.UI != nil && (req.Method == http.MethodGet || req.Method == http.MethodHead) &&
+			req.URL.Path != "/api" && !strings.HasPrefix(req.URL.Path, "/api/") {
+			s.UI.ServeHTTP(w, req)
+			return
+		}
 		refuseEarly(w, req)
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint: "+req.URL.Path)
 	})

@@ -24,6 +24,7 @@ import (
 	"github.com/pic-cell/cell/httpapi"
 	"github.com/pic-cell/cell/netstack/dns"
 	"github.com/pic-cell/cell/storage"
+	"github.com/pic-cell/cell/ui"
 )
 
 func main() {
@@ -172,6 +173,7 @@ func run(args []string) error {
 		Services: c.Services}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
 	api.Space = db.CheckSpace // a nearly full data partition refuses changes (507)
+	api.UI = ui.Handler()     // the admin and the peer portal, at /
 	handler := api.Handler()
 	ts.setAPI(handler)
 	// The front (front.go): the API's socket, then Caddy, which the loop

@@ -114,11 +114,6 @@ var securityHeaders = map[string][]string{
 // HSTS is the Strict-Transport-Security of every answer over TLS.
 const HSTS = "max-age=31536000"
 
-// placeholder is the page served where the admin UI will be.
-const placeholder = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Personal Internet Cell</title></head>
-<body><h1>Personal Internet Cell</h1><p>The admin UI is coming. The API is under <a href="/api/status">/api/</a>; the cell's CA is at <a href="/ca.crt">/ca.crt</a>.</p></body></html>
-`
 
 // issuerModule and the other module names, as Caddy's JSON names them.
 const (
@@ -196,10 +191,14 @@ func BuildJSON(cfg Config, name string) ([]byte, error) {
 			"terminal": true,
 		})
 	}
+	// Everything else is the admin app, which the API's listener serves
+	// (package ui) beside the API: compressed, since a phone on a slow
+	// uplink loads it.
 	uiRoute := map[string]any{
-		"handle": []any{map[string]any{"handler": "static_response", "status_code": 200,
-			"headers": map[string][]string{"Content-Type": {"text/html; charset=utf-8"}, "Cache-Control": {"no-store"}},
-			"body":    placeholder}},
+		"handle": []any{
+			map[string]any{"handler": "encode", "encodings": map[string]any{"gzip": map[string]any{}}, "minimum_length": 512},
+			map[string]any{"handler": "reverse_proxy", "upstreams": []any{map[string]any{"dial": "unix/" + cfg.APISocket}}},
+		},
 	}
 	servers := map[string]any{
 		"https": map[string]any{
