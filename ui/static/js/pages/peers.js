@@ -61,7 +61,7 @@ export default {
       }
       try { wg = await get("/api/wireguard/status"); } catch { /* the tunnel's state is extra: the list stands without it */ }
       const live = new Map(((wg && wg.peers) || []).map((p) => [p.name, p]));
-      mount(list, h("div", { class: "table-wrap" }, h("table", { id: "peers-table" },
+      mount(list, h("div", { class: "table-wrap" }, h("table", { id: "peers-table", class: "cards" },
         h("caption", {}, `Peers (${peers.length})`),
         h("thead", {}, h("tr", {}, ["Name", "Address", "State", "Last handshake", "Traffic", "May reach", "Actions"].map((x) => h("th", { scope: "col" }, x)))),
         h("tbody", {}, peers.length ? peers.map((p) => row(p, live.get(p.name))) :
@@ -125,13 +125,13 @@ export default {
         }));
       return h("tr", { id: `peer-row-${p.name}` },
         h("th", { scope: "row" }, p.name, p.description ? h("div", { class: "muted" }, p.description) : null),
-        h("td", { class: "mono" }, p.ipv4, p.ipv6 ? h("div", {}, p.ipv6) : null),
-        h("td", {}, h("span", { class: p.enabled ? "state-ok" : "state-down" }, p.enabled ? "enabled" : "disabled"),
+        h("td", { "data-label": "Address", class: "mono" }, p.ipv4, p.ipv6 ? h("div", {}, p.ipv6) : null),
+        h("td", { "data-label": "State" }, h("span", { class: p.enabled ? "state-ok" : "state-down" }, p.enabled ? "enabled" : "disabled"),
           h("div", { class: "muted" }, p.route === "split" ? "split tunnel" : "all traffic")),
-        h("td", {}, when(hs)),
-        h("td", { class: "nowrap" }, `${bytes(rx)} in`, h("br"), `${bytes(tx)} out`),
-        h("td", {}, policy),
-        h("td", {}, actions, err));
+        h("td", { "data-label": "Last handshake" }, when(hs)),
+        h("td", { "data-label": "Traffic", class: "nowrap" }, `${bytes(rx)} in`, h("br"), `${bytes(tx)} out`),
+        h("td", { "data-label": "May reach" }, policy),
+        h("td", { "data-label": "Actions" }, actions, err));
     };
 
     form.addEventListener("submit", (ev) => {
