@@ -7,6 +7,7 @@ import (
 
 	"github.com/pic-cell/cell/cell/accounts"
 	"github.com/pic-cell/cell/cell/fault"
+	"github.com/pic-cell/cell/storage"
 )
 
 func (s *Server) authRoutes() []Route {
@@ -41,6 +42,29 @@ type loginRequest struct {
 type userResponse struct {
 	Username string `json:"username"`
 	Role     string `json:"role"`
+	// MustChangePassword: the session began with a one-time password, and
+	// every route but passwordChangeRoutes answers 403 password_change_required
+	// until POST /api/auth/change-password sets the user's own.
+	MustChangePassword bool `json:"must_change_password"`
+}
+
+// passwordChangeRoutes are what a session that must change its password may
+// still call: who am I, the CSRF token, the change itself, and leaving.
+var passwordChangeRoutes = map[string]bool{
+	"GET /api/auth/me":               true,
+	"GET /api/auth/csrf-token":       true,
+	"POST /api/auth/change-password": true,
+	"POST /api/auth/logout":          true,
+}
+
+// passwordGate refuses every other route to a session that logged in with a
+// one-time password and has not chosen its own yet (authorize calls it).
+func passwordGate(req *Request) error {
+	if req.Session == nil || !req.Session.MustChangePassword || passwordChangeRoutes[req.route.Method+" "+req.route.Path] {
+		return nil
+	}
+	return fault.Errorf(fault.ErrForbidden, "password_change_required",
+		"you logged in with a one-time password: choose your own password first (POST /api/auth/change-password with the one-time password as current_password)")
 }
 
 func (s *Server) login(req *Request) (any, error) {
@@ -61,7 +85,10 @@ func (s *Server) login(req *Request) (any, error) {
 	}
 	req.Session = &sess
 	s.setCookie(req, id, sess.ExpiresAt)
-	return userResponse{sess.Username, sess.Role}, nil
+	if sess.MustChangePassword {
+		req.Detail("password", "one_time")
+	}
+	return userResponse{sess.Username, sess.Role, sess.MustChangePassword}, nil
 }
 
 func (s *Server) logout(req *Request) (any, error) {
@@ -74,7 +101,7 @@ func (s *Server) logout(req *Request) (any, error) {
 }
 
 func (s *Server) me(req *Request) (any, error) {
-	return userResponse{req.Session.Username, req.Session.Role}, nil
+	return userResponse{req.Session.Username, req.Session.Role, req.Session.MustChangePassword}, nil
 }
 
 func (s *Server) csrfToken(req *Request) (any, error) {
@@ -110,9 +137,23 @@ func (s *Server) changePassword(req *Request) (any, error) {
 	return map[string]bool{"ok": true}, nil
 }
 
+// resetPasswordRequest sets new_password, or, with one_time true (and no
+// new_password), issues a one-time password that the answer shows this once.
 type resetPasswordRequest struct {
 	Username string `json:"username"`
 	New      string `json:"new_password"`
+	OneTime  bool   `json:"one_time"`
+}
+
+// oneTimeResetter is the accounts capability's one-time reset (cell/accounts).
+type oneTimeResetter interface {
+	ResetOneTime(by storage.Session, username string, audit storage.Entry) (string, error)
+}
+
+type oneTimeResetResponse struct {
+	OK              bool   `json:"ok"`
+	Username        string `json:"username"`
+	OneTimePassword string `json:"one_time_password"`
 }
 
 func (s *Server) resetPassword(req *Request) (any, error) {
@@ -122,6 +163,18 @@ func (s *Server) resetPassword(req *Request) (any, error) {
 	}
 	if len(in.Username) <= 64 {
 		req.TargetID = in.Username
+	}
+	if in.OneTime {
+		r, ok := s.deps.Auth.(oneTimeResetter)
+		if in.New != "" || !ok {
+			return nil, fault.Invalid("invalid_reset", "give either new_password or one_time: true, not both")
+		}
+		pw, err := r.ResetOneTime(*req.Session, in.Username, s.auditEntry(req, nil))
+		if err != nil {
+			return nil, err
+		}
+		req.Audited()
+		return oneTimeResetResponse{true, in.Username, pw}, nil
 	}
 	if err := s.deps.Auth.ResetPassword(*req.Session, in.Username, in.New, s.auditEntry(req, nil)); err != nil {
 		return nil, err

@@ -117,7 +117,7 @@ func TestPeersLifecycle(t *testing.T) {
 	}
 
 	// The peer's own login reaches its own things and nothing else.
-	p := e.login("alice-phone", cp.OneTimePassword)
+	p := e.firstLogin("alice-phone", cp.OneTimePassword)
 	var me struct{ Name string }
 	p.must(200, "GET", "/api/peer/me", nil).json(t, &me)
 	if me.Name != "alice-phone" {

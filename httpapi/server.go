@@ -530,6 +530,9 @@ func (s *Server) authorize(req *Request) (any, error) {
 	if rt.Access == Admin && strings.HasPrefix(rt.Path, "/api/peer/") {
 		return nil, fault.Errorf(fault.ErrForbidden, "wrong_role", "this is for a peer's own login")
 	}
+	if err := passwordGate(req); err != nil { // auth.go
+		return nil, err
+	}
 	if mutating(req.Method) && !csrfExempt(rt.Path) {
 		tok := req.Header.Get("X-CSRF-Token")
 		if tok == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(req.Session.CSRFToken)) != 1 {

@@ -124,7 +124,7 @@ func TestServicesStoreInstallAccounts(t *testing.T) {
 	}
 	alicePW := creds.Services[0].Password
 	// The peer sees the same through its own portal.
-	peer := e.login("alice", created.OneTimePassword)
+	peer := e.firstLogin("alice", created.OneTimePassword) // onetime_test.go: chooses its own password first
 	var mine struct {
 		Services []struct{ Username, Password string }
 	}

@@ -19,6 +19,9 @@ type Session struct {
 	CSRFToken string    `json:"csrf_token"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// MustChangePassword: the session began with a one-time password and may do
+	// nothing but change it (the API enforces it).
+	MustChangePassword bool `json:"must_change_password,omitempty"`
 }
 
 // SessionKey is the storage key of a session id.
@@ -36,20 +39,49 @@ func (db *DB) Sessions() Sessions { return Sessions{db} }
 // Create stores a new session for id, and, when replacing is a previous session id,
 // deletes that one in the same transaction (rotation at login).
 func (s Sessions) Create(id string, sess Session, replacing string) error {
+	return s.db.bolt.Update(func(tx *bolt.Tx) error { return putSession(s.db, tx, id, sess, replacing) })
+}
+
+func putSession(db *DB, tx *bolt.Tx, id string, sess Session, replacing string) error {
 	raw, err := json.Marshal(sess)
 	if err != nil {
 		return err
 	}
-	return s.db.bolt.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketSessions)
-		if replacing != "" {
-			s.db.invalidateSessions(tx)
-			if err := b.Delete([]byte(SessionKey(replacing))); err != nil {
-				return err
-			}
+	b := tx.Bucket(bucketSessions)
+	if replacing != "" {
+		db.invalidateSessions(tx)
+		if err := b.Delete([]byte(SessionKey(replacing))); err != nil {
+			return err
 		}
-		return b.Put([]byte(SessionKey(id)), raw)
-	})
+	}
+	return b.Put([]byte(SessionKey(id)), raw)
+}
+
+// clearMustChange lifts the password-change gate from the session stored under
+// key (a hashed id; empty: none) once its user has set a password. The caller
+// has invalidated the session cache in tx.
+func clearMustChange(tx *bolt.Tx, key string) error {
+	if key == "" {
+		return nil
+	}
+	b := tx.Bucket(bucketSessions)
+	raw := b.Get([]byte(key))
+	if raw == nil {
+		return nil
+	}
+	var sess Session
+	if err := json.Unmarshal(raw, &sess); err != nil {
+		return err
+	}
+	if !sess.MustChangePassword {
+		return nil
+	}
+	sess.MustChangePassword = false
+	out, err := json.Marshal(sess)
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(key), out)
 }
 
 type cachedSession struct {

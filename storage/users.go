@@ -1,6 +1,8 @@
 package storage
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -17,12 +19,28 @@ const (
 
 // User is an account that can log in. PasswordHash is an argon2id PHC string; it never
 // leaves the cell.
+//
+// A peer's account starts with a one-time password instead (or an admin's reset
+// gives one): OneTimeHash is its OneTimeKey, and PasswordHash is empty. The
+// first login with it sets MustChangePassword, after which it no longer logs in
+// but still proves the person to change-password; setting a password clears
+// both. Accounts stored before one-time passwords existed have neither field.
 type User struct {
-	Username     string    `json:"username"`
-	Role         string    `json:"role"`
-	PasswordHash string    `json:"password_hash"`
-	CreatedAt    time.Time `json:"created_at"`
-	PasswordAt   time.Time `json:"password_changed_at"`
+	Username           string    `json:"username"`
+	Role               string    `json:"role"`
+	PasswordHash       string    `json:"password_hash"`
+	OneTimeHash        string    `json:"one_time_hash,omitempty"`
+	MustChangePassword bool      `json:"must_change_password,omitempty"`
+	CreatedAt          time.Time `json:"created_at"`
+	PasswordAt         time.Time `json:"password_changed_at"`
+}
+
+// OneTimeKey is what is stored of a one-time password: its SHA-256, in hex. A
+// one-time password is 128 random bits, so unlike a person's password it needs
+// no slow hash to resist guessing (the same reasoning as SessionKey).
+func OneTimeKey(password string) string {
+	sum := sha256.Sum256([]byte(password))
+	return hex.EncodeToString(sum[:])
 }
 
 // Users is the typed store of the users bucket.
@@ -89,13 +107,62 @@ func (s Users) SetPassword(name, hash string, now time.Time, keep string, within
 		}
 		u.PasswordHash = hash
 		u.PasswordAt = now
+		u.OneTimeHash, u.MustChangePassword = "", false
 		if err := putUser(tx, u, false); err != nil {
 			return err
 		}
 		if err := s.db.deleteSessionsOf(tx, name, keep); err != nil {
 			return err
 		}
+		if err := clearMustChange(tx, keep); err != nil {
+			return err
+		}
 		return within.run(tx)
+	})
+}
+
+// SetOneTime gives a user a new one-time password (its OneTimeKey) in place of
+// their password, and ends all their sessions, in one transaction: an admin's
+// reset that the person finishes by choosing their own password.
+func (s Users) SetOneTime(name, oneTimeKey string, now time.Time, within Within) error {
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		u, err := getUser(tx, name)
+		if err != nil {
+			return err
+		}
+		u.PasswordHash, u.OneTimeHash, u.MustChangePassword = "", oneTimeKey, false
+		u.PasswordAt = now
+		if err := putUser(tx, u, false); err != nil {
+			return err
+		}
+		if err := s.db.deleteSessionsOf(tx, name, ""); err != nil {
+			return err
+		}
+		return within.run(tx)
+	})
+}
+
+// UseOneTime is a login with a one-time password: if name's one-time password
+// is still unused and its key is oneTimeKey, it is marked used (the account
+// must change its password) and the session id is stored, flagged the same,
+// replacing the session replacing (if any), all in one transaction, so two
+// logins racing with the same password cannot both succeed. ErrNotFound when
+// the password is not (or no longer) good for a login.
+func (s Users) UseOneTime(name, oneTimeKey, id string, sess Session, replacing string) error {
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		u, err := getUser(tx, name)
+		if err != nil {
+			return err
+		}
+		if u.OneTimeHash == "" || u.MustChangePassword || u.OneTimeHash != oneTimeKey {
+			return fmt.Errorf("one-time password of %q: %w", name, ErrNotFound)
+		}
+		u.MustChangePassword = true
+		if err := putUser(tx, u, false); err != nil {
+			return err
+		}
+		sess.MustChangePassword = true
+		return putSession(s.db, tx, id, sess, replacing)
 	})
 }
 

@@ -6,6 +6,7 @@
 package accounts
 
 import (
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -56,10 +57,21 @@ type UserInfo struct {
 	Role              string    `json:"role"`
 	CreatedAt         time.Time `json:"created_at"`
 	PasswordChangedAt time.Time `json:"password_changed_at"`
+	// OneTimePassword: the account has only a one-time password so far
+	// ("unused", or "used": logged in once, must choose a password); "" when
+	// it has a password of its own.
+	OneTimePassword string `json:"one_time_password_state,omitempty"`
 }
 
 func infoOf(u storage.User) UserInfo {
-	return UserInfo{Username: u.Username, Role: u.Role, CreatedAt: u.CreatedAt, PasswordChangedAt: u.PasswordAt}
+	i := UserInfo{Username: u.Username, Role: u.Role, CreatedAt: u.CreatedAt, PasswordChangedAt: u.PasswordAt}
+	switch {
+	case u.OneTimeHash != "" && u.MustChangePassword:
+		i.OneTimePassword = "used"
+	case u.OneTimeHash != "":
+		i.OneTimePassword = "unused"
+	}
+	return i
 }
 
 // Login checks a password and starts a session. oldID, the session the client had
@@ -103,19 +115,24 @@ func (c *Accounts) login(username, password, src, oldID string) (id string, sess
 		res.release(now)
 		return "", sess, uerr
 	}
-	ok, err := c.hasher.Verify(src, u.PasswordHash, password)
-	if err != nil {
-		res.release(now)
-		return "", sess, err
+	// An unused one-time password is checked without the slow hash (it is 128
+	// random bits); anything else, a used one included, goes to argon2id, which
+	// refuses it like any wrong password.
+	oneTime := uerr == nil && oneTimeMatches(u, password)
+	ok := oneTime
+	if !oneTime {
+		ok, err = c.hasher.Verify(src, u.PasswordHash, password)
+		if err != nil {
+			res.release(now)
+			return "", sess, err
+		}
 	}
 	now = c.now()
+	badCredentials := fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
 	if !ok || uerr != nil {
 		res.fail(now)
-		return "", sess, fault.Errorf(fault.ErrUnauthorized, "bad_credentials", "wrong username or password")
+		return "", sess, badCredentials
 	}
-	res.succeed(now)
-	c.success.take(now, userBuckets, "user\x00"+username)
-	c.success.take(now, sourceBuckets, "src\x00"+src)
 	id = base64.RawURLEncoding.EncodeToString(c.randomBytes(32))
 	sess = storage.Session{
 		Username:  u.Username,
@@ -124,11 +141,42 @@ func (c *Accounts) login(username, password, src, oldID string) (id string, sess
 		CreatedAt: now,
 		ExpiresAt: now.Add(SessionLifetime),
 	}
-	if err := c.db.Sessions().Create(id, sess, oldID); err != nil {
+	if oneTime {
+		// Used up in the session's own transaction: of two logins racing with
+		// it, one gets the session and the other a wrong password.
+		err = c.db.Users().UseOneTime(u.Username, storage.OneTimeKey(password), id, sess, oldID)
+		if errors.Is(err, storage.ErrNotFound) {
+			res.fail(now)
+			return "", storage.Session{}, badCredentials
+		}
+		sess.MustChangePassword = true
+	} else {
+		err = c.db.Sessions().Create(id, sess, oldID)
+	}
+	if err != nil {
+		res.release(now)
 		return "", storage.Session{}, err
 	}
+	res.succeed(now)
+	c.success.take(now, userBuckets, "user\x00"+username)
+	c.success.take(now, sourceBuckets, "src\x00"+src)
 	sess.Key = storage.SessionKey(id)
 	return id, sess, nil
+}
+
+// oneTimeMatches says whether password is u's one-time password and it is
+// still good for a login (not used yet).
+func oneTimeMatches(u storage.User, password string) bool {
+	if u.OneTimeHash == "" || u.MustChangePassword {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(storage.OneTimeKey(password)), []byte(u.OneTimeHash)) == 1
+}
+
+// oneTimeProves says whether password is u's one-time password, used or not:
+// what change-password accepts as the current password until a real one is set.
+func oneTimeProves(u storage.User, password string) bool {
+	return u.OneTimeHash != "" && subtle.ConstantTimeCompare([]byte(storage.OneTimeKey(password)), []byte(u.OneTimeHash)) == 1
 }
 
 // maxUsernameLen is more than any account's name can be: a longer one fails
@@ -196,12 +244,16 @@ func (c *Accounts) changePassword(s storage.Session, current, next, src string, 
 		res.release(now)
 		return err
 	}
-	var ok bool
+	var ok, oneTime bool
 	if len(current) <= names.MaxPasswordLen {
-		ok, err = c.hasher.Verify(src, u.PasswordHash, current)
-		if err != nil {
-			res.release(now)
-			return err
+		oneTime = oneTimeProves(u, current)
+		ok = oneTime
+		if !oneTime {
+			ok, err = c.hasher.Verify(src, u.PasswordHash, current)
+			if err != nil {
+				res.release(now)
+				return err
+			}
 		}
 	}
 	now = c.now()
@@ -215,7 +267,21 @@ func (c *Accounts) changePassword(s storage.Session, current, next, src string, 
 		return err
 	}
 	audit.TargetType, audit.TargetID, audit.Result = "user", s.Username, "ok"
+	if oneTime {
+		audit.Details = withDetail(audit.Details, "replaced", "one_time_password")
+	}
 	return c.db.Users().SetPassword(s.Username, hash, c.now(), s.Key, c.audit.Within(audit))
+}
+
+// withDetail adds a non-secret detail to an audit entry's details, copying
+// them so the caller's map is not changed.
+func withDetail(d map[string]string, k, v string) map[string]string {
+	out := make(map[string]string, len(d)+1)
+	for dk, dv := range d {
+		out[dk] = dv
+	}
+	out[k] = v
+	return out
 }
 
 // ResetPassword sets another user's password (an admin's act) and ends all of that
@@ -238,6 +304,26 @@ func (c *Accounts) ResetPassword(by storage.Session, username, next string, audi
 	}
 	audit.TargetType, audit.TargetID, audit.Result = "user", username, "ok"
 	return c.db.Users().SetPassword(username, hash, c.now(), "", c.audit.Within(audit))
+}
+
+// ResetOneTime gives another user a new one-time password in place of their
+// password (an admin's act), ends all their sessions, and returns it: the
+// only time it is shown. Their first login with it must choose a password
+// before anything else. Like ResetPassword, it is not for the admin's own.
+func (c *Accounts) ResetOneTime(by storage.Session, username string, audit storage.Entry) (string, error) {
+	if username == by.Username {
+		return "", fault.Errorf(fault.ErrForbidden, "own_password", "change your own password with the current one (POST /api/auth/change-password), not by a reset")
+	}
+	if _, err := c.db.Users().Get(username); err != nil {
+		return "", fault.Errorf(fault.ErrNotFound, "user_not_found", "no user named %q", username)
+	}
+	password, key := c.hasher.OneTime()
+	audit.TargetType, audit.TargetID, audit.Result = "user", username, "ok"
+	audit.Details = withDetail(audit.Details, "issued", "one_time_password")
+	if err := c.db.Users().SetOneTime(username, key, c.now(), c.audit.Within(audit)); err != nil {
+		return "", err
+	}
+	return password, nil
 }
 
 // Users lists the accounts without any secret.

@@ -2,6 +2,7 @@ package accounts
 
 import (
 	"crypto/subtle"
+	"encoding/base32"
 	"encoding/base64"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pic-cell/cell/cell/lowprio"
+	"github.com/pic-cell/cell/storage"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -85,6 +87,18 @@ func (h *Hasher) hashUnlimited(password string) string {
 	lowprio.Run(func() { key = argon2.IDKey([]byte(password), salt, argonTime, h.memory, argonThreads, argonKeyLen) })
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s", argon2.Version, h.memory, argonTime, argonThreads, b64.EncodeToString(salt), b64.EncodeToString(key))
+}
+
+// OneTime returns a new one-time password (128 random bits, as 26 lowercase
+// base32 letters and digits, easy to type from a note) and what is stored of
+// it (storage.OneTimeKey): no argon2id, which is for passwords people choose.
+func (h *Hasher) OneTime() (password, key string) {
+	b := make([]byte, 16)
+	if _, err := io.ReadFull(h.rand, b); err != nil {
+		panic("cell: the random source failed: " + err.Error())
+	}
+	password = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b))
+	return password, storage.OneTimeKey(password)
 }
 
 // Verify checks password against a PHC string, as an attempt from source (a

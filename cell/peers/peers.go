@@ -12,7 +12,6 @@ package peers
 import (
 	"bytes"
 	"context"
-	"encoding/base32"
 	"errors"
 	"fmt"
 	"io"
@@ -43,9 +42,10 @@ type Network interface {
 	Stats() map[string]wireguard.PeerStats
 }
 
-// Hasher hashes a peer's one-time password (the accounts capability's).
+// Hasher issues a peer's one-time password and what is stored of it (the
+// accounts capability's).
 type Hasher interface {
-	Hash(password string) (string, error)
+	OneTime() (password, key string)
 }
 
 // Auditor writes a change's audit entry in the transaction that stores it.
@@ -71,6 +71,7 @@ type Peers struct {
 	onDelete  []Hook
 	cellKeyFn func() (wireguard.Key, error)
 	ownTCP    []int // OwnTCPPorts
+	history   *history
 }
 
 // Options are what the root hands the capability.
@@ -86,11 +87,18 @@ type Options struct {
 	// OwnTCPPorts are the TCP ports the cell listens on itself (the API's,
 	// the front's), which no forward may take; nil: 80, 443 and 3000.
 	OwnTCPPorts []int
+	// HistoryInterval is how often the traffic history samples the counters
+	// (history.go); zero: HistoryInterval.
+	HistoryInterval time.Duration
 }
 
 // New returns the capability.
 func New(o Options) *Peers {
-	return &Peers{db: o.DB, hasher: o.Hasher, audit: o.Audit, net: o.Network, now: o.Now, rand: o.Rand, cellKeyFn: o.CellKey, ownTCP: o.OwnTCPPorts}
+	if o.HistoryInterval <= 0 {
+		o.HistoryInterval = HistoryInterval
+	}
+	return &Peers{db: o.DB, hasher: o.Hasher, audit: o.Audit, net: o.Network, now: o.Now, rand: o.Rand, cellKeyFn: o.CellKey, ownTCP: o.OwnTCPPorts,
+		history: newHistory(o.HistoryInterval, HistoryKeep)}
 }
 
 // OnCreate registers a hook run in the transaction that adds a peer.
@@ -246,13 +254,11 @@ func (c *Peers) CreatePeer(ctx context.Context, in NewPeer, audit storage.Entry)
 	}
 	psk := c.randomBytes(32)
 	secrets[storage.PeerSecret(in.Name, storage.SecretPresharedKey)] = psk
-	// The one-time password: 128 random bits, hashed like every password.
-	password := strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(c.randomBytes(16)))
-	hash, err := c.hasher.Hash(password)
-	if err != nil {
-		return out, err
-	}
-	login := storage.User{Username: in.Name, Role: storage.RolePeer, PasswordHash: hash, CreatedAt: p.CreatedAt, PasswordAt: p.CreatedAt}
+	// The one-time password: 128 random bits, stored as its SHA-256 (no slow
+	// hash: nothing about it is guessable); the first login with it must set
+	// the peer's own password (cell/accounts).
+	password, key := c.hasher.OneTime()
+	login := storage.User{Username: in.Name, Role: storage.RolePeer, OneTimeHash: key, CreatedAt: p.CreatedAt, PasswordAt: p.CreatedAt}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -279,7 +285,7 @@ func (c *Peers) CreatePeer(ctx context.Context, in NewPeer, audit storage.Entry)
 		audit.Details["key_source"] = "cell"
 	}
 	wp := &p
-	err = c.db.Peers().CreateIn(wp, subnets, secrets, login, func(tx *storage.Tx) error {
+	err := c.db.Peers().CreateIn(wp, subnets, secrets, login, func(tx *storage.Tx) error {
 		audit.Details["ipv4"] = wp.IPv4.String()
 		return c.within(c.onCreate, wp, audit)(tx)
 	})
