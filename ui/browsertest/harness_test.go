@@ -246,9 +246,13 @@ func (c *cell) setupCode() string {
 
 // client is an API client through the front, trusting only the vault's CA.
 func (c *cell) client() *client.Client {
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+	return client.New(c.url(""), client.WithHTTPClient(c.httpClient()))
+}
+
+// httpClient is a plain HTTPS client of the front, trusting only the vault's CA.
+func (c *cell) httpClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: c.ca, ServerName: "127.0.0.1"}}}
-	return client.New(c.url(""), client.WithHTTPClient(hc))
 }
 
 const (
@@ -303,6 +307,7 @@ type browser struct {
 	mu       sync.Mutex
 	problems []string // console errors, exceptions, CSP violations
 	allowed  []*regexp.Regexp
+	excused  []string // the problems allowed
 }
 
 // apiAnswer is the console's line for an API request the server refused
@@ -397,6 +402,7 @@ func (b *browser) problem(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	for _, re := range b.allowed {
 		if re.MatchString(msg) {
+			b.excused = append(b.excused, msg)
 			return
 		}
 	}
@@ -408,6 +414,19 @@ func (b *browser) allow(re string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.allowed = append(b.allowed, regexp.MustCompile(re))
+}
+
+// seen are the allowed messages matching re that came.
+func (b *browser) seen(re string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, m := range b.excused {
+		if regexp.MustCompile(re).MatchString(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 // checkProblems fails the test on any console error seen so far.
