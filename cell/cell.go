@@ -175,6 +175,11 @@ func (c *Cell) Start(ctx context.Context) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		c.Peers.RunTrafficHistory(ctx, func(err error) { c.log.Error("traffic sample", "err", err) })
+	}()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
 		c.Health.Run(ctx, func(err error) { c.log.Error("health check", "err", err) },
 			func() {
 				if _, err := c.Audit.Checkpoint(); err != nil {

@@ -18,6 +18,7 @@ type PeerService interface {
 	PeerConfig(name string) (string, error)
 	PeerQR(name, format string) ([]byte, string, error)
 	WireGuardStatus() (peers.WireGuardStatus, error)
+	WireGuardHistory(peer string) (peers.TrafficHistory, error)
 }
 
 func (s *Server) peerRoutes() []Route {

@@ -139,6 +139,21 @@ func (c *Client) ResetPassword(ctx context.Context, username, next string) error
 	return c.call(ctx, post, "/api/auth/admin/reset-password", body, 200, nil)
 }
 
+// ResetOneTimePassword gives another account a new one-time password in place
+// of its password (admin), ending its sessions; the answer is the only time it
+// is shown. The first login with it must choose a password before anything.
+func (c *Client) ResetOneTimePassword(ctx context.Context, username string) (Secret, error) {
+	body := struct {
+		Username string `json:"username"`
+		OneTime  bool   `json:"one_time"`
+	}{username, true}
+	var out struct {
+		OneTimePassword Secret `json:"one_time_password"`
+	}
+	err := c.call(ctx, post, "/api/auth/admin/reset-password", body, 200, &out)
+	return out.OneTimePassword, err
+}
+
 // Users lists the accounts (admin).
 func (c *Client) Users(ctx context.Context) ([]Account, error) {
 	var out struct {
@@ -290,6 +305,18 @@ func (c *Client) WireGuardStatus(ctx context.Context) (WireGuardStatus, error) {
 	var s WireGuardStatus
 	err := c.call(ctx, get, "/api/wireguard/status", nil, 200, &s)
 	return s, err
+}
+
+// WireGuardHistory is each peer's traffic per interval (admin); peer "" means
+// every peer.
+func (c *Client) WireGuardHistory(ctx context.Context, peer string) (WireGuardHistory, error) {
+	path := "/api/wireguard/history"
+	if peer != "" {
+		path += "?peer=" + url.QueryEscape(peer)
+	}
+	var h WireGuardHistory
+	err := c.call(ctx, get, path, nil, 200, &h)
+	return h, err
 }
 
 // ---- routing

@@ -215,6 +215,40 @@ func TestPeersRoutingAndAudit(t *testing.T) {
 	if wg, err := c.WireGuardStatus(ctx); err != nil || wg.Port != 51820 {
 		t.Errorf("wireguard status: %+v, %v", wg, err)
 	}
+	if h, err := c.WireGuardHistory(ctx, ""); err != nil || h.IntervalSeconds != 60 || len(h.Peers) != 1 || h.Peers[0].Name != "laptop" {
+		t.Errorf("wireguard history: %+v, %v", h, err)
+	}
+	if _, err := c.WireGuardHistory(ctx, "nobody"); !client.IsCode(err, "peer_not_found") {
+		t.Errorf("wireguard history of nobody: %v", err)
+	}
+
+	// The peer's one-time password: once, and only to choose its own.
+	pc := client.New(s.URL, client.WithTimeout(30*time.Second))
+	if err := pc.Login(ctx, "laptop", string(created.OneTimePassword)); err != nil {
+		t.Fatalf("peer login: %v", err)
+	}
+	if me, err := pc.Me(ctx); err != nil || !me.MustChangePassword {
+		t.Errorf("peer me: %+v, %v", me, err)
+	}
+	if _, err := pc.MyPeerConfig(ctx); !client.IsCode(err, "password_change_required") || !client.IsStatus(err, 403) {
+		t.Errorf("peer config before choosing a password: %v", err)
+	}
+	if err := client.New(s.URL).Login(ctx, "laptop", string(created.OneTimePassword)); !client.IsStatus(err, 401) {
+		t.Errorf("second login with the one-time password: %v", err)
+	}
+	if err := pc.ChangePassword(ctx, string(created.OneTimePassword), "laptop's own password"); err != nil {
+		t.Fatalf("change password: %v", err)
+	}
+	if _, err := pc.MyPeerConfig(ctx); err != nil {
+		t.Errorf("peer config after choosing a password: %v", err)
+	}
+	otp, err := c.ResetOneTimePassword(ctx, "laptop")
+	if err != nil || len(otp) != 26 || fmt.Sprint(otp) != "[redacted]" {
+		t.Errorf("one-time reset: %v", err)
+	}
+	if accts, err := c.Users(ctx); err != nil || len(accts) != 2 || accts[1].OneTimePasswordState != "unused" {
+		t.Errorf("users after the reset: %+v, %v", accts, err)
+	}
 
 	pol, err := c.SetPeerRouting(ctx, "laptop", client.PolicyChange{Peers: new("allow")})
 	if err != nil || pol.Name != "laptop" || pol.Peers != "allow" || pol.Internet == "" {

@@ -35,6 +35,10 @@ type Health struct {
 type User struct {
 	Username string `json:"username"`
 	Role     string `json:"role"` // admin or peer
+	// MustChangePassword: the session began with a one-time password; every
+	// call but Me, RefreshCSRF, ChangePassword (with the one-time password as
+	// current) and Logout answers 403 password_change_required until then.
+	MustChangePassword bool `json:"must_change_password"`
 }
 
 // Account is one account as GET /api/auth/users lists it.
@@ -43,6 +47,9 @@ type Account struct {
 	Role              string    `json:"role"`
 	CreatedAt         time.Time `json:"created_at"`
 	PasswordChangedAt time.Time `json:"password_changed_at"`
+	// OneTimePasswordState is "unused" or "used" (logged in once, must choose
+	// a password) while the account has only a one-time password; "" after.
+	OneTimePasswordState string `json:"one_time_password_state,omitempty"`
 }
 
 // SetupStatus is GET /api/setup/status, and the answer to every setup change.
@@ -192,6 +199,26 @@ type WireGuardPeerSt struct {
 	LastHandshake *time.Time `json:"last_handshake"`
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`
+}
+
+// WireGuardHistory is GET /api/wireguard/history: each peer's bytes per
+// sampling interval, oldest first.
+type WireGuardHistory struct {
+	IntervalSeconds int                    `json:"interval_seconds"`
+	Peers           []WireGuardPeerHistory `json:"peers"`
+}
+
+// WireGuardPeerHistory is one peer's samples.
+type WireGuardPeerHistory struct {
+	Name   string           `json:"name"`
+	Points []WireGuardPoint `json:"points"`
+}
+
+// WireGuardPoint is the traffic of one interval ending at T.
+type WireGuardPoint struct {
+	T       time.Time `json:"t"`
+	RxBytes uint64    `json:"rx_bytes"`
+	TxBytes uint64    `json:"tx_bytes"`
 }
 
 // Routing is GET /api/routing.
