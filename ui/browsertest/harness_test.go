@@ -351,7 +351,8 @@ func newBrowser(t testing.TB, c *cell) *browser {
 	// Start the browser, and record CSP violations in the page as well (the
 	// console shows them too). DevTools' script is not subject to the CSP.
 	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
-		Source: `window.__csp = []; document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective + " " + e.blockedURI + " " + (e.sourceFile || "") + ":" + e.lineNumber));`,
+		Source: `window.__csp = []; document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective + " " + e.blockedURI + " " + (e.sourceFile || "") + ":" + e.lineNumber));
+window.__mousedowns = 0; document.addEventListener("mousedown", () => window.__mousedowns++, true);`,
 	}); err != nil {
 		t.Fatalf("starting chromium: %v", err)
 	}
