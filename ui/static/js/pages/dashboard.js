@@ -95,8 +95,8 @@ function renderTraffic(box, hist) {
     const span = pts.length ? `from ${when(pts[0].t)} to ${when(pts[pts.length - 1].t)}` : "";
     return h("div", { class: "card", id: `traffic-${p.name}` },
       h("h3", {}, p.name),
-      chart(`Traffic of ${p.name}`, [rx, tx], ["line", "line2"]),
-      h("div", { class: "chart-legend", "aria-hidden": "true" }, h("span", { class: "rx" }, "received"), h("span", { class: "tx" }, "sent")),
+      pts.length ? chart(`Traffic of ${p.name}`, [rx, tx], ["line", "line2"]) : null,
+      pts.length ? h("div", { class: "chart-legend", "aria-hidden": "true" }, h("span", { class: "rx" }, "received"), h("span", { class: "tx" }, "sent")) : null,
       h("p", { class: "muted" }, pts.length
         ? `${bytes(sum(rx))} received and ${bytes(sum(tx))} sent ${span}, in ${minutes}-minute steps; busiest step ${bytes(Math.max(...rx, ...tx))}.`
         : "No traffic recorded yet."));
