@@ -315,8 +315,9 @@ type browser struct {
 // those answers themselves; they are no error of the page.
 var apiAnswer = regexp.MustCompile(`^Failed to load resource: the server responded with a status of (4\d\d|503)\b`)
 
-// newBrowser starts Chromium trusting the cell's front by its keys' hashes.
-func newBrowser(t testing.TB, c *cell) *browser {
+// newBrowser starts Chromium trusting the cell's front by its keys' hashes
+// (and the keys of extraSPKI: other test servers').
+func newBrowser(t testing.TB, c *cell, extraSPKI ...string) *browser {
 	t.Helper()
 	needChromium(t)
 	b := &browser{t: t, cell: c}
@@ -339,7 +340,7 @@ func newBrowser(t testing.TB, c *cell) *browser {
 		chromedp.WindowSize(1280, 900),
 	}
 	if c != nil {
-		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(c.spki, ",")))
+		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(append(c.spki, extraSPKI...), ",")))
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
