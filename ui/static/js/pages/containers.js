@@ -175,7 +175,7 @@ export default {
           mount(err, errorBox(e));
         }
       } }, "Yes");
-      mount(box, h("div", { class: "confirm", role: "group", "aria-label": question },
+      mount(box, h("div", { class: "confirm-box", role: "group", "aria-label": question },
         h("p", {}, question), err,
         h("div", { class: "actions" }, yes, h("button", { type: "button", class: "secondary", onclick: () => mount(box) }, "Cancel"))));
       yes.focus();

@@ -24,7 +24,7 @@ export default {
       h("h1", {}, name ? `Hello, ${name}` : "My cell"),
       meBox,
       h("section", { "aria-labelledby": "my-device-h" }, h("h2", { id: "my-device-h" }, "Connect a device"),
-        h("ol", { class: "steps" },
+        h("ol", { class: "howto" },
           h("li", {}, "Install the WireGuard app on your phone or computer."),
           h("li", {}, "In the app, add a tunnel from a QR code and scan this one, or import the file below."),
           h("li", {}, "Turn the tunnel on: you are home, wherever you are.")),

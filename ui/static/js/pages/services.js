@@ -206,7 +206,7 @@ export default {
           mount(err, errorBox(e));
         }
       } }, `Yes, remove ${s.name || s.id}`);
-      mount(panel, h("div", { class: "card confirm", id: "remove-confirm-box", role: "group", "aria-labelledby": "remove-confirm-h" },
+      mount(panel, h("div", { class: "card confirm-box", id: "remove-confirm-box", role: "group", "aria-labelledby": "remove-confirm-h" },
         head,
         h("p", {}, "The service stops and its address goes away. Its accounts are removed."),
         keep, err,
@@ -295,7 +295,7 @@ export default {
             mount(box, errorBox(e));
           }
         } }, `Yes, delete ${a.username}`);
-        mount(box, h("div", { class: "confirm", role: "group", "aria-label": `Delete ${a.username}?` },
+        mount(box, h("div", { class: "confirm-box", role: "group", "aria-label": `Delete ${a.username}?` },
           h("p", {}, `Delete ${a.username}? They can no longer sign in to ${name}.`),
           h("div", { class: "actions" }, yes,
             h("button", { type: "button", class: "secondary", onclick: () => mount(box) }, "Cancel"))));

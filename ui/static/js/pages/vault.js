@@ -109,7 +109,7 @@ export default {
           mount(err, errorBox(e));
         }
       } }, "Yes, revoke it");
-      mount(box, h("div", { class: "confirm", role: "group", "aria-label": `Revoke ${c.common_name}?` },
+      mount(box, h("div", { class: "confirm-box", role: "group", "aria-label": `Revoke ${c.common_name}?` },
         h("p", {}, `Revoke the certificate of ${c.common_name}? Whatever uses it stops being trusted.`), err,
         h("div", { class: "actions" }, yes, h("button", { type: "button", class: "secondary", onclick: () => mount(box) }, "Cancel"))));
       yes.focus();
