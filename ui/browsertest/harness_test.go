@@ -78,9 +78,13 @@ func daemonBinary(t testing.TB) string {
 	return binPath
 }
 
-// needChromium skips the test when Debian's Chromium is not installed.
+// needChromium skips the test when Debian's Chromium is not installed, and
+// in -short runs (each test starts a daemon and a browser).
 func needChromium(t testing.TB) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: the browser tests start a cell daemon and Chromium")
+	}
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Skipf("Debian's Chromium is not installed (%s: %v); apt-get install chromium", chromiumPath, err)
 	}
@@ -300,7 +304,7 @@ func tail(s string, n int) string {
 type browser struct {
 	t     testing.TB
 	ctx   context.Context
-	cell  *cell
+	base  string // the app's origin, https://127.0.0.1:<port>
 	shots string
 	nshot int
 
@@ -319,8 +323,15 @@ var apiAnswer = regexp.MustCompile(`^Failed to load resource: the server respond
 // (and the keys of extraSPKI: other test servers').
 func newBrowser(t testing.TB, c *cell, extraSPKI ...string) *browser {
 	t.Helper()
+	return newBrowserAt(t, c.url(""), append(append([]string{}, c.spki...), extraSPKI...))
+}
+
+// newBrowserAt starts Chromium for the app at base, trusting only the
+// certificates whose public keys hash to spki.
+func newBrowserAt(t testing.TB, base string, spki []string) *browser {
+	t.Helper()
 	needChromium(t)
-	b := &browser{t: t, cell: c}
+	b := &browser{t: t, base: base}
 	b.shots = screenshotDir(t)
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromiumPath),
@@ -339,8 +350,8 @@ func newBrowser(t testing.TB, c *cell, extraSPKI ...string) *browser {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 	}
-	if c != nil {
-		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(append(c.spki, extraSPKI...), ",")))
+	if len(spki) > 0 {
+		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(spki, ",")))
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
@@ -548,7 +559,7 @@ func (b *browser) shot(name string) string {
 // open navigates to a route of the app ("#/peers") and waits for its page.
 func (b *browser) open(route string) {
 	b.t.Helper()
-	b.run("open "+route, chromedp.Navigate(b.cell.url("/"+route)))
+	b.run("open "+route, chromedp.Navigate(b.base+"/"+route))
 	b.rendered()
 }
 
