@@ -95,7 +95,7 @@ export default {
       h("p", { id: "audit-count" }, total
         ? `Entries ${offset + 1}–${offset + entries.length} of ${total}${filtered ? " matching the filters" : ""}, newest first.`
         : filtered ? "No entry matches the filters." : "The log is empty."),
-      entries.length ? h("div", { class: "table-wrap" }, table("Audit entries", ["#", "Time", "Who", "From", "Action", "Target", "Result", "Details"],
+      entries.length ? h("div", { class: "table-wrap" }, cards(table("Audit entries", ["#", "Time", "Who", "From", "Action", "Target", "Result", "Details"],
         entries.map((e) => [
           String(e.seq),
           h("time", { datetime: e.time }, when(e.time)),
@@ -105,7 +105,7 @@ export default {
           [e.target_type, e.target_id].filter(Boolean).join(" "),
           h("span", { class: e.result === "ok" ? "state-ok" : "state-failed" }, e.result),
           details(e.details),
-        ]))) : null,
+        ])))) : null,
       pager);
   },
 };
@@ -144,4 +144,13 @@ function localInput(t) {
   if (isNaN(d)) return "";
   const pad = (n) => String(n).padStart(2, "0");
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+// cards marks a table to become one card per row on a phone (app.css
+// table.cards), each cell labelled with its column's header.
+function cards(t) {
+  t.classList.add("cards");
+  const heads = [...t.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const tr of t.querySelectorAll("tbody tr")) [...tr.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+  return t;
 }

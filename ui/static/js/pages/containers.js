@@ -37,7 +37,7 @@ export default {
         mount(listBox, h("p", { class: "muted" }, "No container: install a service to run one."));
         return;
       }
-      mount(listBox, h("div", { class: "table-wrap" }, table("Service containers", ["Container", "Image", "State", "Since", "Actions"],
+      mount(listBox, h("div", { class: "table-wrap" }, cards(table("Service containers", ["Container", "Image", "State", "Since", "Actions"],
         list.map((c) => {
           const running = c.state === "running";
           return [
@@ -54,7 +54,7 @@ export default {
               h("button", { type: "button", class: "secondary", id: `container-restart-${c.id}`, "aria-label": `Restart ${c.id}`, onclick: (ev) => act(ev.currentTarget, "restart", c, "Restarting…") }, "Restart"),
               h("button", { type: "button", class: "secondary", id: `container-logs-${c.id}`, "aria-label": `Logs of ${c.id}`, onclick: (ev) => logs(ev.currentTarget, c) }, "Logs")),
           ];
-        }))));
+        })))));
     }
 
     async function act(button, verb, c, label) {
@@ -115,7 +115,7 @@ export default {
         mount(imagesBox, h("p", { class: "muted" }, "No image is stored."));
         return;
       }
-      mount(imagesBox, h("div", { class: "table-wrap" }, table("Stored images", ["Image", "Digest", "In use", "Actions"],
+      mount(imagesBox, h("div", { class: "table-wrap" }, cards(table("Stored images", ["Image", "Digest", "In use", "Actions"],
         list.map((im, i) => {
           const box = h("div", { id: `image-confirm-${i}` });
           return [
@@ -131,7 +131,7 @@ export default {
               }) }, "Remove"),
               box),
           ];
-        }))));
+        })))));
     }
 
     async function loadVolumes() {
@@ -146,7 +146,7 @@ export default {
         mount(volumesBox, h("p", { class: "muted" }, "No volume."));
         return;
       }
-      mount(volumesBox, h("div", { class: "table-wrap" }, table("Service volumes", ["Volume", "Size", "In use", "Actions"],
+      mount(volumesBox, h("div", { class: "table-wrap" }, cards(table("Service volumes", ["Volume", "Size", "In use", "Actions"],
         list.map((v) => {
           const box = h("div", { id: `volume-confirm-${v.name}` });
           return [
@@ -161,7 +161,7 @@ export default {
               }) }, "Delete"),
               box),
           ];
-        }))));
+        })))));
     }
 
     // confirm asks in the page (window.confirm blocks automation), then runs
@@ -196,4 +196,13 @@ function shortDigest(d) {
   if (!d) return "";
   const [alg, hex] = d.includes(":") ? d.split(":") : ["", d];
   return `${alg ? `${alg}:` : ""}${hex.slice(0, 12)}…`;
+}
+
+// cards marks a table to become one card per row on a phone (app.css
+// table.cards), each cell labelled with its column's header.
+function cards(t) {
+  t.classList.add("cards");
+  const heads = [...t.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const tr of t.querySelectorAll("tbody tr")) [...tr.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+  return t;
 }

@@ -49,7 +49,7 @@ export default {
         mount(activeBox, h("p", { class: "muted", id: "services-none" }, "No service is installed yet: pick one from the store below."));
         return;
       }
-      mount(activeBox, h("div", { class: "table-wrap" }, table("Installed services",
+      mount(activeBox, h("div", { class: "table-wrap" }, cards(table("Services installed on the cell",
         ["Service", "State", "Address", "Accounts", "Actions"],
         list.map((s) => [
           h("span", {}, h("strong", {}, s.name || s.id), " ", h("span", { class: "muted" }, s.version || "")),
@@ -63,7 +63,7 @@ export default {
             h("button", { type: "button", class: "secondary", id: `service-restart-${s.id}`, "aria-label": `Restart ${s.name || s.id}`, onclick: (ev) => restart(ev.currentTarget, s) }, "Restart"),
             h("button", { type: "button", class: "secondary", id: `service-accounts-${s.id}`, "aria-label": `Accounts of ${s.name || s.id}`, onclick: () => showAccounts(s) }, "Accounts"),
             h("button", { type: "button", class: "danger", id: `service-remove-${s.id}`, "aria-label": `Remove ${s.name || s.id}`, onclick: () => confirmRemove(s) }, "Remove")),
-        ]))));
+        ])))));
     }
 
     async function loadStore() {
@@ -232,6 +232,7 @@ export default {
           form.reset();
           toast(`Account ${a.username} added`);
           await loadAccounts();
+          loadActive(); // its count of accounts
         } catch (e) {
           mount(err, errorBox(e));
         }
@@ -253,7 +254,7 @@ export default {
           mount(listBox, h("p", { class: "muted" }, `${name} has no account yet.`));
           return;
         }
-        mount(listBox, h("div", { class: "table-wrap" }, table(`Accounts of ${name}`, ["Username", "Peer", "Created", "Actions"],
+        mount(listBox, h("div", { class: "table-wrap" }, cards(table(`Accounts of ${name}`, ["Username", "Peer", "Created", "Actions"],
           list.map((a) => {
             const creds = h("div", { id: `credentials-${a.username}`, "aria-live": "polite" });
             const confirmBox = h("div");
@@ -267,7 +268,7 @@ export default {
                   h("button", { type: "button", class: "danger", id: `account-delete-${a.username}`, "aria-label": `Delete the account ${a.username}`, onclick: () => confirmDelete(a, confirmBox) }, "Delete")),
                 confirmBox),
             ];
-          }))));
+          })))));
       }
 
       async function reveal(button, a, box) {
@@ -290,6 +291,7 @@ export default {
             await busy(yes, "Deleting…", () => del(`/api/services/catalog/${esc(s.id)}/accounts/${esc(a.username)}`));
             toast(`Account ${a.username} deleted`);
             await loadAccounts();
+            loadActive();
             head.focus();
           } catch (e) {
             mount(box, errorBox(e));
@@ -312,3 +314,12 @@ export default {
     await refresh();
   },
 };
+
+// cards marks a table to become one card per row on a phone (app.css
+// table.cards), each cell labelled with its column's header.
+function cards(t) {
+  t.classList.add("cards");
+  const heads = [...t.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const tr of t.querySelectorAll("tbody tr")) [...tr.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+  return t;
+}

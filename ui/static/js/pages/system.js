@@ -80,7 +80,7 @@ export default {
       const phase = u.phase || "";
       const cls = phase === "committed" ? "state-ok" : phase === "rolled_back" || phase === "failed" ? "state-failed" : phase ? "state-degraded" : "";
       mount(statusBox, h("dl", { class: "facts" },
-        h("dt", {}, "Running"), h("dd", {}, `${s.running_version || "unknown"}${s.root_slot ? ` from root ${s.root_slot}` : ""}`),
+        h("dt", {}, "Running"), h("dd", {}, `${s.running_version || "unknown"}${s.root_slot ? ` (root partition ${s.root_slot})` : ""}`),
         h("dt", {}, "Update"), h("dd", { id: "update-phase", "data-phase": phase }, h("span", { class: cls }, PHASES[phase] || phase),
           u.version ? ` Version ${u.version}${u.from_version ? ` (from ${u.from_version})` : ""}.` : "",
           u.message ? h("span", { class: "muted" }, ` ${u.message}`) : null),

@@ -77,7 +77,7 @@ export default {
         mount(certsBox, h("p", { class: "muted" }, "No certificate yet."));
         return;
       }
-      mount(certsBox, h("div", { class: "table-wrap" }, table("Certificates of the cell's CA", ["Name", "Kind", "Valid until", "Status", "Serial", "Actions"],
+      mount(certsBox, h("div", { class: "table-wrap" }, cards(table("Certificates of the cell's CA", ["Name", "Kind", "Valid until", "Status", "Serial", "Actions"],
         list.map((c) => {
           const box = h("div");
           return [
@@ -94,7 +94,7 @@ export default {
                   : null),
               box),
           ];
-        }))));
+        })))));
     }
 
     function confirmRevoke(c, box) {
@@ -124,8 +124,8 @@ export default {
         return;
       }
       mount(keysBox, list.length
-        ? h("div", { class: "table-wrap" }, table("Trust keys", ["Name", "Purpose", "Fingerprint", "Added"],
-          list.map((k) => [h("strong", {}, k.name), k.purpose, h("code", { class: "wrap" }, k.sha256_fingerprint), when(k.created_at)])))
+        ? h("div", { class: "table-wrap" }, cards(table("Trust keys", ["Name", "Purpose", "Fingerprint", "Added"],
+          list.map((k) => [h("strong", {}, k.name), k.purpose, h("code", { class: "wrap" }, k.sha256_fingerprint), when(k.created_at)]))))
         : h("p", { class: "muted" }, "No trust key."));
     }
 
@@ -149,4 +149,13 @@ function download(label, filename, text, id, aria) {
 
 function safe(name) {
   return String(name || "cert").replace(/[^A-Za-z0-9._-]+/g, "_");
+}
+
+// cards marks a table to become one card per row on a phone (app.css
+// table.cards), each cell labelled with its column's header.
+function cards(t) {
+  t.classList.add("cards");
+  const heads = [...t.querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const tr of t.querySelectorAll("tbody tr")) [...tr.children].forEach((td, i) => { if (heads[i]) td.dataset.label = heads[i]; });
+  return t;
 }
