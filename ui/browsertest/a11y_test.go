@@ -126,6 +126,7 @@ func TestAccessibilityAxe(t *testing.T) {
 	b.waitFor("signed out", `location.hash.startsWith("#/login")`, 10*time.Second)
 	b.rendered()
 	login(b, created.Username, string(created.OneTimePassword))
+	b.waitFor("the demand to choose a password", `!!document.getElementById("must-change")`, 10*time.Second)
 	checkAxe(t, b, "peer-account")
 	changePassword(b, string(created.OneTimePassword), "peer-own-pass-9d2f")
 	b.gotoRoute("portal")

@@ -52,7 +52,10 @@ func decodeQR(t *testing.T, pngBytes []byte, keep string) string {
 // TestAdminInTheBrowser: the wizard, the sign-in, then the admin's day:
 // add a peer and scan its QR code off the screen to exactly the config the
 // API gives, turn its internet access off, find that change on the audit
-// page, verify the audit chain from the page, and search the logs.
+// page, verify the audit chain from the page, and search the logs. Then the
+// peer portal as that peer: its one-time password from the page, its own
+// password as the page demands, its QR code (read off the screen) and config
+// text exactly the config, and its (no) service credentials as the API says.
 func TestAdminInTheBrowser(t *testing.T) {
 	needChromium(t)
 	c := startCell(t)
@@ -153,5 +156,51 @@ func TestAdminInTheBrowser(t *testing.T) {
 	}
 	if len(apiLines) == 0 || !strings.Contains(count, "found") || strings.Count(lines, look) == 0 {
 		t.Errorf("the logs search for %q: page says %q with %d matching lines, the API finds %d", look, count, strings.Count(lines, look), len(apiLines))
+	}
+
+	// The peer portal, as the person the admin gave the one-time password to.
+	b.click("Sign out")
+	b.waitFor("signed out", `location.hash.startsWith("#/login")`, 10*time.Second)
+	b.rendered()
+	login(b, "phone", otp)
+	// The router holds it on the password page, whatever the address says.
+	b.waitFor("the demand to choose a password", `!!document.getElementById("must-change") && !!document.getElementById("password-form")`, 10*time.Second)
+	b.shot("peer-must-change")
+	const peerPassword = "phone-own-pass-3e7a"
+	changePassword(b, otp, peerPassword)
+	b.waitFor("the portal", `location.hash === "#/portal" && !!document.getElementById("my-qr")`, 20*time.Second)
+	b.waitFor("the portal's QR code loaded", `(() => { const i = document.getElementById("my-qr"); return i.complete && i.naturalWidth > 0; })()`, 15*time.Second)
+	b.waitFor("the portal's credentials", `document.getElementById("my-credentials").children.length > 0`, 15*time.Second)
+	portal := b.shot("portal")
+	ctx, cancel = context.WithTimeout(b.ctx, 10*time.Second)
+	myQR, err := chromedp.Run(ctx, chromedp.ScreenshotScale(chromedp.ID("my-qr"), 2))
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := decodeQR(t, myQR, filepath.Join(b.shots, "portal-qr.png")); got != want && got != strings.TrimSuffix(want, "\n") {
+		t.Errorf("the portal's QR code (%s) reads %q, want the peer's config %q", portal, got, want)
+	}
+	b.run("show the config as text", chromedp.Click(chromedp.CSS("#my-config-details summary")))
+	b.waitFor("the config text", `document.getElementById("my-config").textContent.length > 0`, 10*time.Second)
+	if text := eval[string](b, `document.getElementById("my-config").textContent`); text != want {
+		t.Errorf("the portal's config text %q, want %q", text, want)
+	}
+	peer := c.client()
+	if err := peer.Login(t.Context(), "phone", peerPassword); err != nil {
+		t.Fatalf("the peer's new password from the page: %v", err)
+	}
+	creds, err := peer.MyServiceCredentials(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := eval[string](b, `document.getElementById("my-credentials").innerText`)
+	if len(creds) == 0 && !strings.Contains(shown, "no service account") {
+		t.Errorf("the API lists no credentials for the peer, the portal shows %q", shown)
+	}
+	for _, cr := range creds {
+		if !strings.Contains(shown, cr.Username) {
+			t.Errorf("the portal does not show %s's username %q: %q", cr.Service, cr.Username, shown)
+		}
 	}
 }
