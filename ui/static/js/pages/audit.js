@@ -95,7 +95,7 @@ export default {
       h("p", { id: "audit-count" }, total
         ? `Entries ${offset + 1}–${offset + entries.length} of ${total}${filtered ? " matching the filters" : ""}, newest first.`
         : filtered ? "No entry matches the filters." : "The log is empty."),
-      entries.length ? h("div", { class: "table-wrap" }, cards(table("Audit entries", ["#", "Time", "Who", "From", "Action", "Target", "Result", "Details"],
+      entries.length ? h("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Audit entries (scrolls sideways)" }, cards(table("Audit entries", ["#", "Time", "Who", "From", "Action", "Target", "Result", "Details"],
         entries.map((e) => [
           String(e.seq),
           h("time", { datetime: e.time }, when(e.time)),

@@ -123,12 +123,12 @@ export default {
             h("code", { class: "wrap", title: im.digest }, shortDigest(im.digest)),
             im.in_use ? "yes" : "no",
             h("div", {},
-              h("button", { type: "button", class: "danger", id: `image-remove-${i}`, "aria-label": `Remove the image ${im.ref}`, onclick: () => confirm(box, `Remove the image ${im.ref}?`, `image-remove-confirm-${i}`, async () => {
+              h("div", { class: "actions" }, h("button", { type: "button", class: "danger", id: `image-remove-${i}`, "aria-label": `Remove the image ${im.ref}`, onclick: () => confirm(box, `Remove the image ${im.ref}?`, `image-remove-confirm-${i}`, async () => {
                 await post("/api/containers/images/remove", { ref: im.ref });
                 toast("Image removed");
                 await loadImages();
                 document.getElementById("images-h")?.focus?.();
-              }) }, "Remove"),
+              }) }, "Remove")),
               box),
           ];
         })))));
@@ -154,11 +154,11 @@ export default {
             bytes(v.bytes),
             v.in_use ? "yes (its service is installed)" : "no",
             h("div", {},
-              h("button", { type: "button", class: "danger", id: `volume-delete-${v.name}`, "aria-label": `Delete the volume ${v.name}`, onclick: () => confirm(box, `Delete the volume ${v.name} and all its data (${bytes(v.bytes)})? This cannot be undone.`, `volume-delete-confirm-${v.name}`, async () => {
+              h("div", { class: "actions" }, h("button", { type: "button", class: "danger", id: `volume-delete-${v.name}`, "aria-label": `Delete the volume ${v.name}`, onclick: () => confirm(box, `Delete the volume ${v.name} and all its data (${bytes(v.bytes)})? This cannot be undone.`, `volume-delete-confirm-${v.name}`, async () => {
                 await del(`/api/containers/volumes/${esc(v.name)}`);
                 toast(`Volume ${v.name} deleted`);
                 await loadVolumes();
-              }) }, "Delete"),
+              }) }, "Delete")),
               box),
           ];
         })))));

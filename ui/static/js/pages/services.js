@@ -264,7 +264,7 @@ export default {
               when(a.created_at),
               h("div", {},
                 h("div", { class: "actions" },
-                  h("button", { type: "button", class: "secondary", id: `credentials-show-${a.username}`, "aria-label": `Show the credentials of ${a.username}`, onclick: (ev) => reveal(ev.currentTarget, a, creds) }, "Show credentials"),
+                  h("button", { type: "button", class: "secondary", id: `credentials-show-${a.username}`, "aria-label": `Show credentials of ${a.username}`, onclick: (ev) => reveal(ev.currentTarget, a, creds) }, "Show credentials"),
                   h("button", { type: "button", class: "danger", id: `account-delete-${a.username}`, "aria-label": `Delete the account ${a.username}`, onclick: () => confirmDelete(a, confirmBox) }, "Delete")),
                 confirmBox),
             ];
@@ -272,14 +272,15 @@ export default {
       }
 
       async function reveal(button, a, box) {
-        if (box.childElementCount) { mount(box); button.textContent = "Show credentials"; return; }
+        const label = (verb) => { button.textContent = `${verb} credentials`; button.setAttribute("aria-label", `${verb} credentials of ${a.username}`); };
+        if (box.childElementCount) { mount(box); label("Show"); return; }
         try {
           const c = await busy(button, "Asking…", () => get(`/api/services/catalog/${esc(s.id)}/accounts/${esc(a.username)}/credentials`));
           mount(box, h("dl", { class: "facts credentials" },
             h("dt", {}, "Address"), h("dd", {}, c.url ? h("a", { href: c.url, target: "_blank", rel: "noopener" }, c.url) : ""),
             h("dt", {}, "Username"), h("dd", {}, h("code", {}, c.username)),
             h("dt", {}, "Password"), h("dd", {}, h("code", { class: "secret" }, c.password))));
-          button.textContent = "Hide credentials";
+          label("Hide");
         } catch (e) {
           mount(box, errorBox(e));
         }
