@@ -74,7 +74,7 @@ export default {
       }
       mount(credsBox, list.map((c, i) => h("article", { class: "card cred", id: `cred-${c.service}` },
         h("h3", {}, c.name || c.service),
-        row("Address", c.url, `cred-url-${i}`, c.url ? h("a", { href: c.url, target: "_blank", rel: "noopener" }, "Open") : null),
+        row("Address", c.url, `cred-url-${i}`, c.url ? h("a", { href: c.url, target: "_blank", rel: "noopener" }, `Open ${c.name || c.service}`) : null),
         row("Username", c.username, `cred-user-${i}`),
         row("Password", c.password, `cred-pass-${i}`))));
     }
