@@ -20,8 +20,8 @@ export default {
       h("section", { "aria-labelledby": "containers-h" }, h("h2", { id: "containers-h" }, "Containers"),
         h("div", { class: "actions" }, h("button", { type: "button", class: "secondary", id: "containers-refresh", onclick: (ev) => busy(ev.currentTarget, "Refreshing…", loadContainers) }, "Refresh")),
         listBox, detail),
-      h("section", { "aria-labelledby": "images-h" }, h("h2", { id: "images-h" }, "Images"), imagesBox),
-      h("section", { "aria-labelledby": "volumes-h" }, h("h2", { id: "volumes-h" }, "Volumes"),
+      h("section", { "aria-labelledby": "images-h" }, h("h2", { id: "images-h", tabindex: "-1" }, "Images"), imagesBox),
+      h("section", { "aria-labelledby": "volumes-h" }, h("h2", { id: "volumes-h", tabindex: "-1" }, "Volumes"),
         h("p", { class: "muted" }, "Each service keeps its data in a volume; a removed service's volume stays until you delete it here."),
         volumesBox));
 
@@ -127,7 +127,7 @@ export default {
                 await post("/api/containers/images/remove", { ref: im.ref });
                 toast("Image removed");
                 await loadImages();
-                document.getElementById("images-h")?.focus?.();
+                document.getElementById("images-h")?.focus();
               }) }, "Remove")),
               box),
           ];
@@ -158,6 +158,7 @@ export default {
                 await del(`/api/containers/volumes/${esc(v.name)}`);
                 toast(`Volume ${v.name} deleted`);
                 await loadVolumes();
+                document.getElementById("volumes-h")?.focus();
               }) }, "Delete")),
               box),
           ];

@@ -19,7 +19,7 @@ export default {
     mount(main,
       h("h1", {}, "Services"),
       status,
-      h("section", { "aria-labelledby": "services-installed-h" }, h("h2", { id: "services-installed-h" }, "Installed services"), activeBox, panel),
+      h("section", { "aria-labelledby": "services-installed-h" }, h("h2", { id: "services-installed-h", tabindex: "-1" }, "Installed services"), activeBox, panel),
       h("section", { "aria-labelledby": "services-store-h" }, h("h2", { id: "services-store-h" }, "Store"),
         h("p", { class: "muted" }, "Services the cell can run for the household. Installing one downloads it and starts it; it then shows above."),
         storeBox));
@@ -201,7 +201,7 @@ export default {
           say(`${s.name || s.id} is removed${keepData ? "; its data is kept" : " with its data"}.`);
           toast(`${s.name || s.id} removed`);
           await refresh();
-          document.getElementById("services-installed-h")?.focus?.();
+          document.getElementById("services-installed-h")?.focus();
         } catch (e) {
           mount(err, errorBox(e));
         }

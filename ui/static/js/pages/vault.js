@@ -59,7 +59,7 @@ export default {
         h("div", { class: "actions" },
           h("a", { class: "button secondary", id: "vault-crl-pem", href: "/api/vault/crl?format=pem", download: "cell-ca.crl.pem" }, "Revocation list (PEM)"),
           h("a", { class: "button secondary", id: "vault-crl-der", href: "/api/vault/crl?format=der", download: "cell-ca.crl" }, "Revocation list (DER)"))),
-      h("section", { "aria-labelledby": "vault-certs-h" }, h("h2", { id: "vault-certs-h" }, "Certificates"), certsBox,
+      h("section", { "aria-labelledby": "vault-certs-h" }, h("h2", { id: "vault-certs-h", tabindex: "-1" }, "Certificates"), certsBox,
         h("h3", {}, "Issue a certificate"), form, issued),
       h("section", { "aria-labelledby": "vault-keys-h" }, h("h2", { id: "vault-keys-h" }, "Trust keys"),
         h("p", { class: "muted" }, "Public keys whose signatures the cell accepts, such as the one that signs the services catalog."),
@@ -104,7 +104,7 @@ export default {
           await busy(yes, "Revoking…", () => post(`/api/vault/certs/${esc(c.serial)}/revoke`));
           toast(`The certificate of ${c.common_name} is revoked`);
           await loadCerts();
-          document.getElementById("vault-certs-h")?.focus?.();
+          document.getElementById("vault-certs-h")?.focus();
         } catch (e) {
           mount(err, errorBox(e));
         }
