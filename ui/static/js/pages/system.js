@@ -29,7 +29,7 @@ export default {
     const progress = h("progress", { id: "update-progress", max: 100, value: 0, "aria-label": "Upload progress" });
     const progressText = h("p", { id: "update-progress-text", class: "muted", "aria-live": "polite" });
     const uploadErr = h("div", { id: "update-error" });
-    const fileInput = h("input", { type: "file", id: "update-file", name: "bundle", accept: ".bundle,.cellupdate,.tar,.img,application/octet-stream", "aria-describedby": "update-file-hint" });
+    const fileInput = h("input", { type: "file", id: "update-file", name: "bundle", "aria-describedby": "update-file-hint" });
     const start = h("button", { type: "submit", id: "update-start" }, "Upload and install");
     const form = h("form", { id: "update-form", onsubmit: (ev) => { ev.preventDefault(); send(); } },
       h("div", { class: "field" },
