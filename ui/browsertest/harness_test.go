@@ -49,11 +49,14 @@ var (
 	buildErr  error
 )
 
-// TestMain removes the daemon binary the tests built.
+// TestMain removes the daemon binary and the image archives the tests built.
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
+	}
+	if imagesDir != "" {
+		os.RemoveAll(imagesDir)
 	}
 	os.Exit(code)
 }
@@ -120,6 +123,9 @@ type cell struct {
 	// (--ignore-certificate-errors-spki-list) and no other.
 	spki []string
 	log  *syncBuffer
+	// name is the TLS server name the API clients ask the front for
+	// ("": 127.0.0.1, which the front has a certificate for on loopback).
+	name string
 }
 
 func freeTCPPort(t testing.TB) int {
@@ -255,8 +261,12 @@ func (c *cell) client() *client.Client {
 
 // httpClient is a plain HTTPS client of the front, trusting only the vault's CA.
 func (c *cell) httpClient() *http.Client {
+	name := c.name
+	if name == "" {
+		name = "127.0.0.1"
+	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: c.ca, ServerName: "127.0.0.1"}}}
+		TLSClientConfig: &tls.Config{RootCAs: c.ca, ServerName: name}}}
 }
 
 const (
@@ -328,7 +338,7 @@ func newBrowser(t testing.TB, c *cell, extraSPKI ...string) *browser {
 
 // newBrowserAt starts Chromium for the app at base, trusting only the
 // certificates whose public keys hash to spki.
-func newBrowserAt(t testing.TB, base string, spki []string) *browser {
+func newBrowserAt(t testing.TB, base string, spki []string, extra ...chromedp.ExecAllocatorOption) *browser {
 	t.Helper()
 	needChromium(t)
 	b := &browser{t: t, base: base}
@@ -353,6 +363,7 @@ func newBrowserAt(t testing.TB, base string, spki []string) *browser {
 	if len(spki) > 0 {
 		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(spki, ",")))
 	}
+	opts = append(opts, extra...)
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
 	b.ctx = ctx
