@@ -99,7 +99,7 @@ type Health struct {
 
 // Planned are the parts the product will have that this firmware may not run
 // yet; they show as not_configured until a capability registers them.
-var Planned = []string{"dns", "ntp", "ddns", "containers", "caddy", "connectivity", "cells", "updates"}
+var Planned = []string{"dns", "ntp", "ddns", "services", "caddy", "connectivity", "cells", "updates"}
 
 // New returns the registry with the storage and vault checks.
 func New(db *storage.DB, now func() time.Time, version string, vaultProbe string) *Health {
