@@ -5,7 +5,7 @@ PKGS    := ./...
 TARGET  ?= amd64
 IMAGE   ?= cell.img
 
-.PHONY: build run test unit integration bench image vm lint clean images catalog
+.PHONY: build run test unit integration bench image vm lint clean images catalog ui
 
 build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/cell ./cmd/cell
@@ -43,6 +43,12 @@ catalog:
 
 vm: image
 	./$(BIN)/cellctl vm run -image $(IMAGE)
+
+# The browser app (ui/) has no build step: plain ES modules, HTML and CSS,
+# embedded as they are. `make ui` checks it: the CSP and no-outside-code
+# rules, then the pages in Debian's Chromium (ui/browsertest).
+ui:
+	$(GO) test -count=1 ./ui/...
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)
