@@ -150,14 +150,13 @@ func freeUDPPort(t testing.TB) int {
 
 // startCell runs the daemon in userspace mode (no root, no containerd) and
 // waits until its front serves the app over HTTPS.
-func startCell(t testing.TB, extra ...string) *cell {
+func startCell(t testing.TB) *cell {
 	t.Helper()
 	bin := daemonBinary(t)
 	c := &cell{t: t, data: t.TempDir(), https: freeTCPPort(t), http: freeTCPPort(t), api: freeTCPPort(t), log: &syncBuffer{}}
-	args := append([]string{"-data", c.data, "-listen", fmt.Sprintf("127.0.0.1:%d", c.api),
+	cmd := exec.Command(bin, "-data", c.data, "-listen", fmt.Sprintf("127.0.0.1:%d", c.api),
 		"-front", fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d", c.https, c.http),
-		"-wg-mode", "netstack", "-containerd", "none"}, extra...)
-	cmd := exec.Command(bin, args...)
+		"-wg-mode", "netstack", "-containerd", "none")
 	cmd.Stdout, cmd.Stderr = c.log, c.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -414,6 +413,14 @@ window.__mousedowns = 0; document.addEventListener("mousedown", () => window.__m
 		t.Fatalf("listening to chromium: %v", err)
 	}
 	t.Cleanup(func() {
+		// The page's own record of CSP violations, if it is still there
+		// (the console reports them too).
+		ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+		csp, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.__csp || []`))
+		cancel()
+		for _, v := range csp {
+			b.problem("Content Security Policy violation in the page: %s", v)
+		}
 		time.Sleep(100 * time.Millisecond) // the last events of the tab
 		b.checkProblems()
 	})
@@ -632,11 +639,6 @@ func (b *browser) click(name string) {
 func (b *browser) waitText(s string) {
 	b.t.Helper()
 	b.waitFor(fmt.Sprintf("the page to show %q", s), fmt.Sprintf(`document.body.innerText.includes(%q)`, s), 20*time.Second)
-}
-
-// mainText is the text main shows.
-func (b *browser) mainText() string {
-	return eval[string](b, `document.querySelector("main").innerText`)
 }
 
 // cspViolations are the violations the page recorded.
