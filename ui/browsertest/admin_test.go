@@ -63,9 +63,7 @@ func TestAdminInTheBrowser(t *testing.T) {
 	wizard(b, c)
 	login(b, adminUser, adminPassword)
 	api := c.client()
-	if err := api.Login(t.Context(), adminUser, adminPassword); err != nil {
-		t.Fatal(err)
-	}
+	c.login(api, adminUser, adminPassword)
 
 	// Add a peer: the page shows its QR code and one-time password at once.
 	b.gotoRoute("peers")
@@ -187,9 +185,7 @@ func TestAdminInTheBrowser(t *testing.T) {
 		t.Errorf("the portal's config text %q, want %q", text, want)
 	}
 	peer := c.client()
-	if err := peer.Login(t.Context(), "phone", peerPassword); err != nil {
-		t.Fatalf("the peer's new password from the page: %v", err)
-	}
+	c.login(peer, "phone", peerPassword)
 	creds, err := peer.MyServiceCredentials(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -68,9 +68,7 @@ func TestSetupAndLoginInTheBrowser(t *testing.T) {
 	}
 	// The API agrees: setup is complete and the password is the one typed.
 	api := c.client()
-	if err := api.Login(t.Context(), adminUser, adminPassword); err != nil {
-		t.Fatalf("the admin chosen in the wizard cannot sign in through the API: %v", err)
-	}
+	c.login(api, adminUser, adminPassword)
 	st, err := api.SetupStatus(t.Context())
 	if err != nil || !st.Complete {
 		t.Errorf("setup status after the wizard: %+v %v", st, err)

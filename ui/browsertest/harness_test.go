@@ -18,6 +18,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -295,10 +296,26 @@ func (c *cell) setUp() *client.Client {
 	if _, err := api.CompleteSetup(ctx); err != nil {
 		c.t.Fatalf("complete setup: %v", err)
 	}
-	if err := api.Login(ctx, adminUser, adminPassword); err != nil {
-		c.t.Fatal(err)
-	}
+	c.login(api, adminUser, adminPassword)
 	return api
+}
+
+// login signs api in. Completing setup reloads the front, which may close
+// a connection a client keeps alive, and Go does not resend a POST on it: a
+// refusal from the API is final, a dropped connection is tried again.
+func (c *cell) login(api *client.Client, user, password string) {
+	c.t.Helper()
+	for start := time.Now(); ; {
+		err := api.Login(context.Background(), user, password)
+		if err == nil {
+			return
+		}
+		var refused *client.Error
+		if errors.As(err, &refused) || time.Since(start) > 15*time.Second {
+			c.t.Fatalf("login as %s: %v", user, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func tail(s string, n int) string {

@@ -110,9 +110,7 @@ func TestKeyboardOnly(t *testing.T) {
 	}
 
 	api := c.client()
-	if err := api.Login(t.Context(), adminUser, adminPassword); err != nil {
-		t.Fatalf("the admin typed in the wizard cannot sign in: %v", err)
-	}
+	c.login(api, adminUser, adminPassword)
 	p, err := api.Peer(t.Context(), "laptop")
 	if err != nil {
 		t.Fatalf("the peer added from the keyboard: %v", err)
