@@ -69,3 +69,26 @@ func TestNoInlineOrForeignCode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Every module is preloaded by index.html: a module missing from the list
+// costs the first load a round trip per import level.
+func TestEveryModulePreloaded(t *testing.T) {
+	index, err := fs.ReadFile(Files(), "index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	err = fs.WalkDir(Files(), "js", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".js") {
+			return err
+		}
+		n++
+		if !strings.Contains(string(index), `<link rel="modulepreload" href="/`+p+`">`) {
+			t.Errorf("index.html does not preload %s", p)
+		}
+		return nil
+	})
+	if err != nil || n == 0 {
+		t.Fatalf("walked %d modules: %v", n, err)
+	}
+}

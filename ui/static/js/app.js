@@ -70,12 +70,15 @@ async function route() {
   const main = document.getElementById("main");
   let { path, params } = current();
   try {
+    let asked = false;
     if (state.setupComplete !== true) {
-      const st = await get("/api/setup/status");
+      // Both at once: the second round trip would otherwise wait on the first.
+      asked = path !== "login" && !state.me;
+      const [st] = await Promise.all([get("/api/setup/status"), asked ? whoami() : null]);
       state.setupComplete = st.complete;
     }
     if (!state.setupComplete) path = "setup";
-    else if (!state.me && path !== "login") await whoami();
+    else if (!state.me && path !== "login" && !asked) await whoami();
     if (state.setupComplete && !state.me && path !== "login") {
       go(`login?next=${encodeURIComponent(path)}`);
       return;
