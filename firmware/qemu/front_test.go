@@ -182,12 +182,12 @@ func TestFrontOnTheImage(t *testing.T) {
 // bundled, as `cellctl image build` bundles images/out.
 func (f *fixture) imageWithServices(cfg *image.Config) string {
 	f.t.Helper()
+	built, err := oci.BuildFirstParty(context.Background(), moduleRoot(f.t), f.dir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	var archives []string
-	for _, s := range oci.FirstParty {
-		r, err := oci.Build(context.Background(), s, moduleRoot(f.t), f.dir)
-		if err != nil {
-			f.t.Fatal(err)
-		}
+	for _, r := range built {
 		archives = append(archives, r.Archive)
 	}
 	p := filepath.Join(f.dir, "cell-"+cfg.Version+".img")

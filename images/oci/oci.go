@@ -504,3 +504,16 @@ func WriteFile(file string, write func(w io.Writer) error) error {
 	}
 	return os.Rename(tmp.Name(), file)
 }
+
+// BuildFirstParty builds every image of FirstParty into outDir.
+func BuildFirstParty(ctx context.Context, moduleDir, outDir string) ([]Result, error) {
+	var out []Result
+	for _, s := range FirstParty {
+		r, err := Build(ctx, s, moduleDir, outDir)
+		if err != nil {
+			return nil, fmt.Errorf("building the %s image: %w", s.Name, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}

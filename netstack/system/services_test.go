@@ -1,10 +1,7 @@
 package system_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -47,153 +44,12 @@ func firstPartyImages(t testing.TB) string {
 			imagesErr = err
 			return
 		}
-		for _, s := range oci.FirstParty {
-			if _, err := oci.Build(context.Background(), s, root, imagesDir); err != nil {
-				imagesErr = fmt.Errorf("building the %s image: %w", s.Name, err)
-				return
-			}
-		}
+		_, imagesErr = oci.BuildFirstParty(context.Background(), root, imagesDir)
 	})
 	if imagesErr != nil {
 		t.Fatal(imagesErr)
 	}
 	return imagesDir
-}
-
-// serviceHost is the cell's machine as the appliance has it: one mount
-// namespace (a private /run) and the cell's network namespace, shared by
-// containerd, its shims and the cell, so the network namespaces the cell
-// bind-mounts for its containers are the ones runc opens. A holder process
-// keeps that mount namespace; containerd and the cell enter it, and can be
-// stopped and started again in it.
-type serviceHost struct {
-	t          testing.TB
-	holder     *exec.Cmd
-	ctrCfg     string
-	ctr        *exec.Cmd
-	ctrLog     *bytes.Buffer
-	cgroup     string // the containers' cgroup parent, of this test alone
-	mountNSRef string
-}
-
-func newServiceHost(t testing.TB, ns *nstest.NS) *serviceHost {
-	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	h := &serviceHost{t: t, cgroup: "/pic-e2e-" + hex.EncodeToString(b)}
-	h.holder = exec.Command("nsenter", "--net=/run/netns/"+ns.Name, "--", "unshare", "-m", "--propagation", "private", "--",
-		"sh", "-c", "mount -t tmpfs none /run && exec sleep 86400")
-	if err := h.holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.cleanup)
-	// Wait until the holder has its own /run (the shell has exec'd sleep).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", h.holder.Process.Pid))
-		if strings.TrimSpace(string(comm)) == "sleep" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the mount namespace's holder never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	h.mountNSRef, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", h.holder.Process.Pid))
-	dir := t.TempDir()
-	h.ctrCfg = filepath.Join(dir, "containerd.toml")
-	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = \"/run/containerd\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/containerd/containerd.sock\"\n", filepath.Join(dir, "root"))
-	if err := os.WriteFile(h.ctrCfg, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.startContainerd()
-	return h
-}
-
-// enter is the command line that runs args in the host's namespaces.
-func (h *serviceHost) enter(args ...string) []string {
-	return append([]string{"nsenter", "-t", strconv.Itoa(h.holder.Process.Pid), "-m", "-n", "--"}, args...)
-}
-
-func (h *serviceHost) startContainerd() {
-	h.ctrLog = &bytes.Buffer{}
-	args := h.enter("containerd", "--config", h.ctrCfg)
-	h.ctr = exec.Command(args[0], args[1:]...)
-	h.ctr.Stdout, h.ctr.Stderr = h.ctrLog, h.ctrLog
-	if err := h.ctr.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-// stopContainerd stops containerd as an update or a crash would; the shims
-// and the containers go on.
-func (h *serviceHost) stopContainerd() {
-	h.ctr.Process.Signal(syscall.SIGTERM)
-	h.ctr.Wait()
-}
-
-// cleanup kills everything that ran in the host's mount namespace (the cell,
-// containerd, the shims) and the containers (by their cgroups), so the mount
-// namespace, with its overlay and network namespace mounts, goes away.
-func (h *serviceHost) cleanup() {
-	for i := 0; i < 5; i++ {
-		killed := 0
-		procs, _ := os.ReadDir("/proc")
-		for _, p := range procs {
-			pid, err := strconv.Atoi(p.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			mnt, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-			cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-			if (h.mountNSRef != "" && mnt == h.mountNSRef) || strings.Contains(string(cg), h.cgroup+"/") {
-				syscall.Kill(pid, syscall.SIGKILL)
-				killed++
-			}
-		}
-		if killed == 0 {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if h.holder.Process != nil {
-		h.holder.Process.Kill()
-		h.holder.Wait()
-	}
-	if h.ctr != nil {
-		h.ctr.Wait()
-	}
-	// The containers' cgroups (v1 hierarchies and the unified one).
-	roots := []string{"/sys/fs/cgroup"}
-	if ents, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
-		for _, e := range ents {
-			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-		}
-	}
-	for _, r := range roots {
-		top := filepath.Join(r, h.cgroup)
-		var dirs []string
-		filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			os.Remove(dirs[i])
-		}
-	}
-	if h.t.Failed() && h.ctrLog != nil {
-		h.t.Logf("containerd's log:\n%s", lastLines(h.ctrLog.String(), 60))
-	}
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // inClient runs args in a client's namespace the way a phone that set the
@@ -211,14 +67,14 @@ func TestServicesFilesThroughTheTunnel(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the daemon, containerd and a service container")
 	}
-	requireTools(t, "containerd", "containerd-shim-runc-v2", "runc", "curl", "cadaver", "dig", "nsenter", "unshare")
+	requireTools(t, "curl", "cadaver", "dig") // and what NewContainerdHost needs
 	top := nstest.NewTopology(t)
 	archives := firstPartyImages(t)
 	bin := daemonBinary(t)
 	data := t.TempDir()
-	h := newServiceHost(t, top.Cell)
-	d := startDaemon(t, h.enter(bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-front", ":443,:80",
-		"-containerd", "/run/containerd/containerd.sock", "-images", archives, "-cgroup-parent", h.cgroup, "-log-level", "debug")...)
+	h := nstest.NewContainerdHost(t, top.Cell)
+	d := startDaemon(t, h.Enter(bin, "-data", data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-front", ":443,:80",
+		"-containerd", nstest.Socket, "-images", archives, "-cgroup-parent", h.Cgroup, "-log-level", "debug")...)
 	a := newAPI(t, "http://127.0.0.1:3000", func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return top.Cell.Dial(addr, 5*time.Second)
 	})
@@ -381,11 +237,11 @@ func TestServicesFilesThroughTheTunnel(t *testing.T) {
 	}
 
 	// containerd stopped and started: the service runs on.
-	h.stopContainerd()
+	h.StopContainerd()
 	if out, err := curl(top.A, alice, "https://files.cell.test/hello.txt"); err != nil || status(out) != "200" {
 		t.Errorf("GET while containerd is down: %v %q", err, out)
 	}
-	h.startContainerd()
+	h.StartContainerd()
 	waitFor(t, time.Minute, "the service after containerd's restart", func() error {
 		st, err := a.ServiceStatus(ctx, "files")
 		if err != nil || st.State != "running" || st.Container != "running" {

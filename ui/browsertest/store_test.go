@@ -2,10 +2,8 @@ package browsertest
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,131 +42,12 @@ func firstPartyImages(t testing.TB) string {
 			imagesErr = err
 			return
 		}
-		for _, s := range oci.FirstParty {
-			if _, err := oci.Build(context.Background(), s, root, imagesDir); err != nil {
-				imagesErr = fmt.Errorf("building the %s image: %w", s.Name, err)
-				return
-			}
-		}
+		_, imagesErr = oci.BuildFirstParty(context.Background(), root, imagesDir)
 	})
 	if imagesErr != nil {
 		t.Fatal(imagesErr)
 	}
 	return imagesDir
-}
-
-// serviceHost is the cell's machine as netstack/system's services test has
-// it: a mount namespace with a private /run in the cell's network
-// namespace, shared by containerd, its shims and the cell.
-type serviceHost struct {
-	t          testing.TB
-	holder     *exec.Cmd
-	ctr        *exec.Cmd
-	ctrLog     *syncBuffer
-	cgroup     string
-	mountNSRef string
-}
-
-func newServiceHost(t testing.TB, ns *nstest.NS) *serviceHost {
-	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	h := &serviceHost{t: t, cgroup: "/pic-ui-" + hex.EncodeToString(b), ctrLog: &syncBuffer{}}
-	h.holder = exec.Command("nsenter", "--net=/run/netns/"+ns.Name, "--", "unshare", "-m", "--propagation", "private", "--",
-		"sh", "-c", "mount -t tmpfs none /run && exec sleep 86400")
-	if err := h.holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.cleanup)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", h.holder.Process.Pid))
-		if strings.TrimSpace(string(comm)) == "sleep" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the mount namespace's holder never started")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	h.mountNSRef, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", h.holder.Process.Pid))
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "containerd.toml")
-	cfg := fmt.Sprintf("version = 2\nroot = %q\nstate = \"/run/containerd\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"/run/containerd/containerd.sock\"\n", filepath.Join(dir, "root"))
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	args := h.enter("containerd", "--config", cfgPath)
-	h.ctr = exec.Command(args[0], args[1:]...)
-	h.ctr.Stdout, h.ctr.Stderr = h.ctrLog, h.ctrLog
-	if err := h.ctr.Start(); err != nil {
-		t.Fatal(err)
-	}
-	return h
-}
-
-// enter is the command line that runs args in the host's namespaces.
-func (h *serviceHost) enter(args ...string) []string {
-	return append([]string{"nsenter", "-t", strconv.Itoa(h.holder.Process.Pid), "-m", "-n", "--"}, args...)
-}
-
-// cleanup kills what ran in the host's mount namespace and the containers
-// (by their cgroups), and removes the cgroups.
-func (h *serviceHost) cleanup() {
-	for i := 0; i < 5; i++ {
-		killed := 0
-		procs, _ := os.ReadDir("/proc")
-		for _, p := range procs {
-			pid, err := strconv.Atoi(p.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			mnt, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
-			cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-			if (h.mountNSRef != "" && mnt == h.mountNSRef) || strings.Contains(string(cg), h.cgroup+"/") {
-				killProcess(pid)
-				killed++
-			}
-		}
-		if killed == 0 {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	if h.holder.Process != nil {
-		h.holder.Process.Kill()
-		h.holder.Wait()
-	}
-	if h.ctr != nil {
-		h.ctr.Wait()
-	}
-	roots := []string{"/sys/fs/cgroup"}
-	if ents, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
-		for _, e := range ents {
-			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-		}
-	}
-	for _, r := range roots {
-		var dirs []string
-		filepath.WalkDir(filepath.Join(r, h.cgroup), func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			os.Remove(dirs[i])
-		}
-	}
-	if h.t.Failed() {
-		h.t.Logf("containerd's log:\n%s", tail(h.ctrLog.String(), 40))
-	}
-}
-
-func killProcess(pid int) {
-	if p, err := os.FindProcess(pid); err == nil {
-		p.Kill()
-	}
 }
 
 // forward serves a loopback port of the host that leads to addr inside ns:
@@ -219,10 +97,10 @@ func TestInstallFilesFromTheStore(t *testing.T) {
 	top := nstest.NewTopology(t)
 	archives := firstPartyImages(t)
 	bin := daemonBinary(t)
-	h := newServiceHost(t, top.Cell)
+	h := nstest.NewContainerdHost(t, top.Cell)
 	c := &cell{t: t, data: t.TempDir(), log: &syncBuffer{}}
-	args := h.enter(bin, "-data", c.data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-front", ":443,:80",
-		"-containerd", "/run/containerd/containerd.sock", "-images", archives, "-cgroup-parent", h.cgroup)
+	args := h.Enter(bin, "-data", c.data, "-listen", "127.0.0.1:3000", "-wg-mode", "tun", "-front", ":443,:80",
+		"-containerd", nstest.Socket, "-images", archives, "-cgroup-parent", h.Cgroup)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = c.log, c.log
 	if err := cmd.Start(); err != nil {
