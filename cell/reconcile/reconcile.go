@@ -536,10 +536,9 @@ func (l *Loop) applyAll() error {
 			}
 		}
 	}
-	svcState := l.applyServices(d, intents)
-	if svcState != nil {
-		errs = append(errs, svcState)
-	}
+	// A services bridge that cannot be built is the services part's own
+	// failure (its health says why); the tunnel is not degraded by it.
+	l.applyServices(d, intents)
 	if d.Front != nil {
 		l.applyFront(*d.Front)
 	}

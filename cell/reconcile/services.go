@@ -180,6 +180,7 @@ func (l *Loop) applyServices(d plan.Desired, intents []serviceIntent) error {
 	if d.Bridge != nil && sv.Bridge != nil {
 		if err := sv.Bridge.Set(*d.Bridge); err != nil {
 			err = fmt.Errorf("services bridge: %w", err)
+			l.log.Error("services", "err", err)
 			l.publish(func(v *plan.Live) { v.Services = down(err) })
 			return err
 		}
