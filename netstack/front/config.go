@@ -114,7 +114,6 @@ var securityHeaders = map[string][]string{
 // HSTS is the Strict-Transport-Security of every answer over TLS.
 const HSTS = "max-age=31536000"
 
-
 // issuerModule and the other module names, as Caddy's JSON names them.
 const (
 	issuerModule = "pic_vault"
