@@ -202,36 +202,43 @@ func (f *fixture) imageWithServices(cfg *image.Config) string {
 // pulled), and a peer's credentials store and read a file through the front
 // at https://files.<domain>/.
 func testFilesOnTheImage(t *testing.T, v *testVM, a *api) {
-	ctx := context.Background()
-	_, err := a.CreatePeer(ctx, client.NewPeer{Name: "phone"})
+	_, err := a.CreatePeer(context.Background(), client.NewPeer{Name: "phone"})
 	a.ok("POST /api/peers", err)
-	start := time.Now()
-	_, err = a.InstallService(ctx, "files")
-	a.ok("POST /api/store/install", err)
-	var st client.ServiceStatus
-	if err := waitFor(4*time.Minute, func() error {
-		st, err = a.ServiceStatus(ctx, "files")
-		if err != nil || st.State != "running" {
-			return fmt.Errorf("%+v %v", st, err)
-		}
-		return nil
-	}); err != nil {
-		t.Fatalf("files never ran on the image: %v\n%s", err, v.serial.String())
-	}
-	t.Logf("files installed from the bundled archive and running after %s", time.Since(start).Round(100*time.Millisecond))
-	creds, err := a.PeerServiceCredentials(ctx, "phone")
-	a.ok("GET /api/peers/phone/service-credentials", err)
-	if len(creds) != 1 || creds[0].URL != "https://files.home.example.org/" {
-		t.Fatalf("the phone's credentials: %+v", creds)
-	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: v.ca, ServerName: "files.home.example.org"},
 		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, network, fmt.Sprintf("127.0.0.1:%d", v.tlsPort))
 		}}}
+	useFiles(t, a.Client, "phone", hc, "hello from the phone\n")
+}
+
+// useFiles installs files, waits until it runs, and has peer's credentials
+// (as the cell hands them out) PUT body and GET it back at
+// https://files.home.example.org/ through hc.
+func useFiles(t *testing.T, c *client.Client, peer string, hc *http.Client, body string) {
+	t.Helper()
+	ctx := context.Background()
+	start := time.Now()
+	if _, err := c.InstallService(ctx, "files"); err != nil {
+		t.Fatalf("POST /api/store/install: %v", err)
+	}
+	if err := waitFor(4*time.Minute, func() error {
+		st, err := c.ServiceStatus(ctx, "files")
+		if err == nil && st.State != "running" {
+			err = fmt.Errorf("%+v", st)
+		}
+		return err
+	}); err != nil {
+		t.Fatalf("files never ran on the image: %v", err)
+	}
+	t.Logf("files installed from the bundled archive and running after %s", time.Since(start).Round(100*time.Millisecond))
+	creds, err := c.PeerServiceCredentials(ctx, peer)
+	if err != nil || len(creds) != 1 || creds[0].URL != "https://files.home.example.org/" {
+		t.Fatalf("%s's credentials: %+v %v", peer, creds, err)
+	}
 	do := func(method, body string) (int, string, error) {
-		req, _ := http.NewRequest(method, creds[0].URL+"hello.txt", strings.NewReader(body))
+		req, _ := http.NewRequest(method, creds[0].URL+"from-"+peer+".txt", strings.NewReader(body))
 		req.SetBasicAuth(creds[0].Username, string(creds[0].Password))
 		res, err := hc.Do(req)
 		if err != nil {
@@ -243,16 +250,15 @@ func testFilesOnTheImage(t *testing.T, v *testVM, a *api) {
 	}
 	// The front gets the site's certificate from the vault in the background.
 	if err := waitFor(90*time.Second, func() error {
-		code, body, err := do("PUT", "hello from the phone\n")
-		if err != nil || (code != 201 && code != 204) {
-			return fmt.Errorf("PUT: %d %q %v", code, body, err)
+		if code, got, err := do("PUT", body); err != nil || (code != 201 && code != 204) {
+			return fmt.Errorf("PUT: %d %q %v", code, got, err)
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if code, body, err := do("GET", ""); err != nil || code != 200 || body != "hello from the phone\n" {
-		t.Errorf("GET through the front: %d %q %v", code, body, err)
+	if code, got, err := do("GET", ""); err != nil || code != 200 || got != body {
+		t.Errorf("GET: %d %q %v", code, got, err)
 	}
 }
 
