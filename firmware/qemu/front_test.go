@@ -75,6 +75,21 @@ func TestFrontOnTheImage(t *testing.T) {
 		t.Errorf("http://…/api/status: %d Location %q headers %v", res.StatusCode, res.Header.Get("Location"), res.Header)
 	}
 
+	// The admin app answers at / over HTTPS, its modules beside it, as
+	// Chromium loads them (ui/browsertest drives the pages themselves).
+	tlsc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: v.ca, ServerName: guestAddr}}}
+	for path, want := range map[string]string{"/": `<script type="module" src="/js/app.js">`, "/peers": `<main id="main"`, "/js/app.js": "hashchange"} {
+		res, err := tlsc.Get(fmt.Sprintf("https://127.0.0.1:%d%s", v.tlsPort, path))
+		if err != nil {
+			t.Fatalf("GET %s through the front: %v", path, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(string(b), want) || res.Header.Get("Content-Security-Policy") == "" {
+			t.Errorf("GET %s through the front: %d, CSP %q, %.100q", path, res.StatusCode, res.Header.Get("Content-Security-Policy"), b)
+		}
+	}
+
 	// Nothing answers on the guest's 3000 from outside: the API is on its loopback.
 	res, err = (&http.Client{Timeout: 10 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/health", apiPort))
 	if err == nil {
