@@ -123,10 +123,7 @@ func (s *Services) SetStopped(ctx context.Context, id string, stopped bool, audi
 	if err := s.sync(ctx); err != nil {
 		return err
 	}
-	if s.o.Loop != nil {
-		return s.o.Loop.SyncServices(ctx)
-	}
-	return nil
+	return s.settle(ctx)
 }
 
 // Logs are a container's last lines.

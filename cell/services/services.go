@@ -499,14 +499,33 @@ func (s *Services) Remove(ctx context.Context, id string, keepData bool, audit s
 		if err := s.o.Loop.Sync(ctx); err != nil {
 			return fault.Errorf(fault.ErrUnavailable, "apply_failed", "the service is removed from the database but the network was not rebuilt: %v", err)
 		}
-		if err := s.o.Loop.SyncServices(ctx); err != nil {
+		if err := s.settle(ctx); err != nil {
 			return fault.Errorf(fault.ErrUnavailable, "remove_pending", "the service is removed from the database; its container is still being stopped (%v), and its data is kept", err)
+		}
+	}
+	if !keepData && s.o.Runtime != nil {
+		// The data goes only once no container of it runs.
+		if st, err := s.o.Runtime.Status(ctx, id); err != nil || st.State != runtime.StateAbsent {
+			return fault.Errorf(fault.ErrUnavailable, "remove_pending", "the service is removed from the database; its container is not gone yet, so its data is kept: remove the volume %s once it is", id)
 		}
 	}
 	if !keepData {
 		if err := os.RemoveAll(VolumeDir(s.o.DataDir, id)); err != nil {
 			return fmt.Errorf("removing the data of %s: %w", id, err)
 		}
+	}
+	return nil
+}
+
+// settle waits until the supervisor has worked on every change made before
+// the call. A service that ended failed is no error here: its own state
+// says so (another service's failure must not fail this request).
+func (s *Services) settle(ctx context.Context) error {
+	if s.o.Loop == nil {
+		return nil
+	}
+	if err := s.o.Loop.SyncServices(ctx); err != nil && !errors.Is(err, supervise.ErrFailed) {
+		return err
 	}
 	return nil
 }
