@@ -470,7 +470,9 @@ func TestKernelRandomTransitions(t *testing.T) {
 			t.Fatalf("step %d: state differs from a fresh apply:\n%s", step, lineDiff(want, got))
 		}
 		for _, m := range cfg.Members {
-			if !ping(m.NetNS, cfg.Gateway.Addr().String()) {
+			// A port just made may take a moment to forward (and ARP to
+			// answer) on a loaded machine: asked for up to 5 s.
+			if !waitPing(m.NetNS, cfg.Gateway.Addr().String()) {
 				t.Errorf("step %d: %s cannot ping the gateway", step, m.ID)
 			}
 		}
