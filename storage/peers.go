@@ -2,6 +2,7 @@ package storage
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -69,6 +70,10 @@ type Peer struct {
 	Enabled      bool       `json:"enabled"`
 	Policy       PeerPolicy `json:"policy"`
 	CreatedAt    time.Time  `json:"created_at"`
+	// ConfigEndpoint is the endpoint (host:port) of the config last handed
+	// out: when the cell's endpoint changes, the peers whose configs name
+	// another must be sent theirs again.
+	ConfigEndpoint string `json:"config_endpoint,omitempty"`
 }
 
 // Vault entries of a peer.
@@ -111,6 +116,22 @@ func (s Peers) Get(name string) (Peer, error) {
 		return err
 	})
 	return p, err
+}
+
+// SetConfigEndpoint records the endpoint of the config just handed out to the
+// named peer. It announces no change: nothing the kernel has depends on it.
+// A peer deleted meanwhile is not an error.
+func (s Peers) SetConfigEndpoint(name, endpoint string) error {
+	return s.db.bolt.Update(func(tx *bolt.Tx) error {
+		p, err := getPeer(tx, name)
+		if errors.Is(err, ErrNotFound) || (err == nil && p.ConfigEndpoint == endpoint) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		p.ConfigEndpoint = endpoint
+		return putPeer(tx, p)
+	})
 }
 
 // List returns every peer, sorted by name.

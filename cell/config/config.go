@@ -14,9 +14,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"reflect"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -28,7 +30,7 @@ import (
 // Cell names the cell.
 type Cell struct {
 	Name   string `json:"name"`   // required: a DNS label, also the hostname
-	Domain string `json:"domain"` // required: the cell's DNS name (peers' Endpoint)
+	Domain string `json:"domain"` // required: the cell's DNS name (and by default the peers' Endpoint)
 }
 
 // Network is the tunnel's addressing.
@@ -37,6 +39,84 @@ type Network struct {
 	SubnetV4     string `json:"subnet_v4"`     // required, a private IPv4 prefix /16–/29
 	SubnetV6     string `json:"subnet_v6"`     // a ULA /64 (fd00::/8)
 	WANInterface string `json:"wan_interface"` // "auto" (the default route's) or a name
+	// Endpoint is what the peers' configs dial: a name or an address, with
+	// or without a port ("home.example.org", "198.51.100.7:51820",
+	// "[2001:db8::7]:4500"). Empty means the cell's domain; no port means
+	// wg_port. It differs from the domain when the public name is another
+	// (a DDNS name) or the home router forwards another outside port.
+	Endpoint string `json:"endpoint,omitempty"`
+}
+
+// Endpoint is the address phones dial: host and port.
+type Endpoint struct {
+	Host string // a DNS name or an IP address (no brackets)
+	Port int
+}
+
+// String is host:port, with brackets around an IPv6 address: the form of a
+// WireGuard config's Endpoint line.
+func (e Endpoint) String() string {
+	if a, err := netip.ParseAddr(e.Host); err == nil {
+		return netip.AddrPortFrom(a, uint16(e.Port)).String()
+	}
+	return e.Host + ":" + strconv.Itoa(e.Port)
+}
+
+// Addr is the endpoint's host as an address; ok is false when it is a name.
+func (e Endpoint) Addr() (netip.Addr, bool) {
+	a, err := netip.ParseAddr(e.Host)
+	return a, err == nil
+}
+
+// EndpointOf is the endpoint a cell's peers dial: network.endpoint, else the
+// domain, on wg_port unless the endpoint names a port. The sections are
+// assumed valid.
+func EndpointOf(c Cell, n Network) Endpoint {
+	e, err := parseEndpoint(n.Endpoint, n.WGPort)
+	if err != nil || e.Host == "" {
+		return Endpoint{Host: c.Domain, Port: n.WGPort}
+	}
+	return e
+}
+
+// parseEndpoint reads "host", "host:port", "a.b.c.d", "a.b.c.d:port",
+// "v6" or "[v6]:port"; an empty string is an empty Endpoint.
+func parseEndpoint(s string, defPort int) (Endpoint, error) {
+	if s == "" {
+		return Endpoint{}, nil
+	}
+	bad := func() (Endpoint, error) {
+		return Endpoint{}, fault.Invalid("invalid_endpoint", "endpoint must be a DNS name or an IP address, optionally with :port (1–65535), such as home.example.org or 198.51.100.7:51820 (got %s)", names.Quote(s))
+	}
+	if a, err := netip.ParseAddr(s); err == nil { // a bare address, IPv6 included
+		if a.Zone() != "" {
+			return bad()
+		}
+		return Endpoint{Host: a.String(), Port: defPort}, nil
+	}
+	host, port := s, defPort
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		h, p, err := net.SplitHostPort(s)
+		if err != nil {
+			return bad()
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
+			return Endpoint{}, fault.Invalid("invalid_endpoint_port", "the endpoint's port must be a number from 1 to 65535 (got %s)", names.Quote(p))
+		}
+		host, port = h, n
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		// Brackets belong around an IPv6 address, and only there.
+		if a.Zone() != "" || a.Is6() != strings.HasPrefix(s, "[") {
+			return bad()
+		}
+		return Endpoint{Host: a.String(), Port: port}, nil
+	}
+	if strings.HasPrefix(s, "[") || !names.ValidDomain(host) {
+		return bad()
+	}
+	return Endpoint{Host: host, Port: port}, nil
 }
 
 // Validate checks the cell section.
@@ -65,6 +145,9 @@ func (n Network) Validate() error {
 	}
 	if n.WANInterface != "auto" && !names.ValidInterface(n.WANInterface) {
 		return fault.Invalid("invalid_wan_interface", "wan_interface must be \"auto\" or an interface name of 1–15 of A-Z, a-z, 0-9, '_', '.', '-' (got %s)", names.Quote(n.WANInterface))
+	}
+	if _, err := parseEndpoint(n.Endpoint, n.WGPort); err != nil {
+		return err
 	}
 	return nil
 }
@@ -279,3 +362,7 @@ func LoadTx(db *storage.DB, tx *storage.Tx) (Doc, bool, error) {
 func ErrSetupNeeded() error {
 	return fault.Errorf(fault.ErrSetupNeeded, "setup_required", "the cell is not set up yet")
 }
+
+// Endpoint is the endpoint the peers' configs dial (EndpointOf the cell and
+// network sections).
+func (d Doc) Endpoint() Endpoint { return EndpointOf(d.Cell(), d.Network()) }

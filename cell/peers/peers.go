@@ -167,6 +167,10 @@ type PeerView struct {
 	LastHandshake *time.Time `json:"last_handshake"`
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`
+	// ConfigOutdated: the config this peer was last given names an endpoint
+	// that is no longer the cell's (network.endpoint, the domain or the port
+	// changed); send it again (its QR or file).
+	ConfigOutdated bool `json:"config_outdated"`
 }
 
 // NewPeer is the body of POST /api/peers.
@@ -277,6 +281,7 @@ func (c *Peers) CreatePeer(ctx context.Context, in NewPeer, audit storage.Entry)
 			return netip.Prefix{}, netip.Prefix{}, err
 		}
 		sn, err = d.Network().Subnets()
+		p.ConfigEndpoint = d.Endpoint().String() // the config made now names it
 		return sn.V4, sn.V6, err
 	}
 	audit.TargetType, audit.TargetID, audit.Result = "peer", in.Name, "ok"
@@ -300,7 +305,7 @@ func (c *Peers) CreatePeer(ctx context.Context, in NewPeer, audit storage.Entry)
 	if err := c.applied(ctx, "the peer"); err != nil {
 		return out, err
 	}
-	return CreatedPeer{Peer: c.viewOf(p, nil), Username: in.Name, OneTimePassword: password}, nil
+	return CreatedPeer{Peer: c.viewOf(p, nil, p.ConfigEndpoint), Username: in.Name, OneTimePassword: password}, nil
 }
 
 // publicKeyFree refuses a public key another peer (or the cell) has. It
@@ -369,7 +374,7 @@ func (c *Peers) UpdatePeer(ctx context.Context, name string, ch PeerChange, audi
 	if err := c.applied(ctx, "the change"); err != nil {
 		return PeerView{}, err
 	}
-	return c.viewOf(p, nil), nil
+	return c.viewOf(p, nil, c.endpoint()), nil
 }
 
 // DeletePeer removes a peer and everything of it: the device's peer, its
@@ -409,7 +414,7 @@ func (c *Peers) Peer(name string) (PeerView, error) {
 	if err != nil {
 		return PeerView{}, peerErr(name, err)
 	}
-	return c.viewOf(p, c.stats()), nil
+	return c.viewOf(p, c.stats(), c.endpoint()), nil
 }
 
 // ListPeers returns every peer with its live counters.
@@ -418,19 +423,68 @@ func (c *Peers) ListPeers() ([]PeerView, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := c.stats()
+	st, ep := c.stats(), c.endpoint()
 	out := make([]PeerView, 0, len(ps))
 	for _, p := range ps {
-		out = append(out, c.viewOf(p, st))
+		out = append(out, c.viewOf(p, st, ep))
 	}
 	return out, nil
 }
 
 func (c *Peers) stats() map[string]wireguard.PeerStats { return c.net.Stats() }
 
-func (c *Peers) viewOf(p storage.Peer, st map[string]wireguard.PeerStats) PeerView {
+// endpoint is the cell's endpoint now ("" before setup).
+func (c *Peers) endpoint() string {
+	d, found, err := config.Load(c.db)
+	if err != nil || !found {
+		return ""
+	}
+	return d.Endpoint().String()
+}
+
+// OutdatedConfigs names the peers whose last config names another endpoint
+// than the cell's now: the ones whose configs must be sent again.
+func (c *Peers) OutdatedConfigs() ([]string, error) {
+	ps, err := c.db.Peers().List()
+	if err != nil {
+		return nil, err
+	}
+	ep := c.endpoint()
+	out := []string{}
+	for _, p := range ps {
+		if ep != "" && p.ConfigEndpoint != ep {
+			out = append(out, p.Name)
+		}
+	}
+	return out, nil
+}
+
+// AdoptEndpoints gives the peers made before the cell kept track of the
+// endpoint their configs name the cell's endpoint now: the one they were
+// given (an upgrade does not change the config).
+func (c *Peers) AdoptEndpoints() error {
+	ep := c.endpoint()
+	if ep == "" {
+		return nil
+	}
+	ps, err := c.db.Peers().List()
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if p.ConfigEndpoint == "" {
+			if err := c.db.Peers().SetConfigEndpoint(p.Name, ep); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Peers) viewOf(p storage.Peer, st map[string]wireguard.PeerStats, endpoint string) PeerView {
 	v := PeerView{Name: p.Name, Description: p.Description, IPv4: p.IPv4, IPv6: p.IPv6, PublicKey: p.PublicKey,
-		KeySource: "user", Route: p.Route, Enabled: p.Enabled, Policy: policyOf(p.Policy), CreatedAt: p.CreatedAt}
+		KeySource: "user", Route: p.Route, Enabled: p.Enabled, Policy: policyOf(p.Policy), CreatedAt: p.CreatedAt,
+		ConfigOutdated: endpoint != "" && p.ConfigEndpoint != endpoint}
 	if p.KeyGenerated {
 		v.KeySource = "cell"
 	}
@@ -487,11 +541,8 @@ func (c *Peers) PeerConfig(name string) (string, error) {
 	b.WriteString("\n[Peer]\n")
 	fmt.Fprintf(&b, "PublicKey = %s\n", key.PublicKey())
 	fmt.Fprintf(&b, "PresharedKey = %s\n", wireguard.Key(psk))
-	host := doc.Cell().Domain
-	if a, err := netip.ParseAddr(host); err == nil && a.Is6() {
-		host = "[" + host + "]"
-	}
-	fmt.Fprintf(&b, "Endpoint = %s:%d\n", host, sn.Port)
+	ep := doc.Endpoint().String()
+	fmt.Fprintf(&b, "Endpoint = %s\n", ep)
 	allowed := []string{"0.0.0.0/0", "::/0"}
 	if p.Route == storage.RouteSplit {
 		allowed = []string{sn.V4.String()}
@@ -504,6 +555,10 @@ func (c *Peers) PeerConfig(name string) (string, error) {
 	}
 	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(allowed, ", "))
 	b.WriteString("PersistentKeepalive = 25\n")
+	// This is the config the peer now has: it names ep.
+	if err := c.db.Peers().SetConfigEndpoint(name, ep); err != nil {
+		return "", err
+	}
 	return b.String(), nil
 }
 

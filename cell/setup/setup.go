@@ -39,12 +39,16 @@ type Field struct {
 	Type     string `json:"type"`
 	Required bool   `json:"required"`
 	Default  any    `json:"default,omitempty"`
+	// Description says in plain words what the field is for.
+	Description string `json:"description,omitempty"`
 }
 
 // Step is a wizard step's name and inputs.
 type Step struct {
 	Name   string  `json:"name"`
 	Fields []Field `json:"fields"`
+	// Description says what the step decides, for the person at the wizard.
+	Description string `json:"description,omitempty"`
 }
 
 // StepNames are the wizard's steps in order.
@@ -110,14 +114,18 @@ type adminStored struct {
 
 func (c *Wizard) steps() []Step {
 	return []Step{
-		{"admin", []Field{{Name: "username", Type: "string", Required: true}, {Name: "password", Type: "password", Required: true}}},
-		{"cell", []Field{{Name: "name", Type: "string", Required: true}, {Name: "domain", Type: "string", Required: true}}},
-		{"network", []Field{
-			{Name: "wg_port", Type: "integer", Required: true, Default: 51820},
-			{Name: "subnet_v4", Type: "cidr", Required: true, Default: "10.77.0.0/24"},
-			{Name: "subnet_v6", Type: "cidr", Default: c.DefaultULA()},
-			{Name: "wan_interface", Type: "string", Default: "auto"},
-		}},
+		{Name: "admin", Fields: []Field{{Name: "username", Type: "string", Required: true}, {Name: "password", Type: "password", Required: true}},
+			Description: "The administrator's account: the one who adds devices and services."},
+		{Name: "cell", Fields: []Field{{Name: "name", Type: "string", Required: true, Description: "A short name for this cell, also its hostname."},
+			{Name: "domain", Type: "string", Required: true, Description: "The cell's DNS name, such as home.example.org: its services are named under it (files.home.example.org), and unless you give an endpoint in the next step, it is the name your devices dial from outside."}},
+			Description: "The cell's name and domain."},
+		{Name: "network", Fields: []Field{
+			{Name: "wg_port", Type: "integer", Required: true, Default: 51820, Description: "The UDP port WireGuard listens on."},
+			{Name: "subnet_v4", Type: "cidr", Required: true, Default: "10.77.0.0/24", Description: "The private network inside the tunnel."},
+			{Name: "subnet_v6", Type: "cidr", Default: c.DefaultULA(), Description: "The IPv6 network inside the tunnel (a unique local /64)."},
+			{Name: "wan_interface", Type: "string", Default: "auto", Description: "The interface to the home router; auto takes the default route's."},
+			{Name: "endpoint", Type: "string", Description: "What your devices dial from outside, written into every device's config and QR code: a public name or address, with :port when the home router forwards another port. Empty means the domain and wg_port. The name must point at your home's public address (dynamic DNS keeps it there) and the router must forward the port to the cell (the cell asks the router itself, over UPnP, NAT-PMP or PCP). Changing it later means sending every device its config again."},
+		}, Description: "The tunnel: its port, its addresses inside, and the endpoint devices dial from outside."},
 	}
 }
 

@@ -146,6 +146,9 @@ type Peer struct {
 	LastHandshake *time.Time `json:"last_handshake"`
 	RxBytes       uint64     `json:"rx_bytes"`
 	TxBytes       uint64     `json:"tx_bytes"`
+	// ConfigOutdated: the endpoint changed since this peer was last given
+	// its config; send it again.
+	ConfigOutdated bool `json:"config_outdated"`
 }
 
 // NewPeer is the body of POST /api/peers. Only Name is required.
