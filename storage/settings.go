@@ -43,6 +43,12 @@ func (s Settings) Config(dst any) (found bool, err error) { return s.get(keyConf
 // PutConfigAudited stores the config document and appends its audit entry in one
 // transaction: a crash keeps both or neither.
 func (s Settings) PutConfigAudited(cfg any, e Entry) (Entry, error) {
+	return s.PutConfigAuditedWithin(cfg, e, nil)
+}
+
+// PutConfigAuditedWithin is PutConfigAudited with the caller's own writes in
+// the same transaction (a secret the changed section refers to, in the vault).
+func (s Settings) PutConfigAuditedWithin(cfg any, e Entry, within Within) (Entry, error) {
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return Entry{}, fmt.Errorf("settings: config: %w", err)
@@ -53,6 +59,9 @@ func (s Settings) PutConfigAudited(cfg any, e Entry) (Entry, error) {
 			return err
 		}
 		s.db.changed(tx, Change{Kind: ChangeConfig})
+		if err := within.run(tx); err != nil {
+			return err
+		}
 		out, err = appendEntry(tx, e)
 		return err
 	})

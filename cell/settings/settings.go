@@ -52,6 +52,13 @@ func (s *Settings) Config() (config.Doc, error) {
 // fields ("changed") and their new values. It returns the new config and the changed
 // fields.
 func (s *Settings) PatchConfig(patch []byte, audit storage.Entry) (config.Doc, []string, error) {
+	return s.PatchConfigWithin(patch, audit, nil)
+}
+
+// PatchConfigWithin is PatchConfig with the caller's own writes (a section's
+// secret, in the vault) in the storing transaction. With a within the document
+// is stored even when no field of it changed: a new secret alone is a change.
+func (s *Settings) PatchConfigWithin(patch []byte, audit storage.Entry, within storage.Within) (config.Doc, []string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, err := s.Config()
@@ -96,11 +103,11 @@ func (s *Settings) PatchConfig(patch []byte, audit storage.Entry) (config.Doc, [
 	if audit.Time == "" {
 		audit.Time = s.now().UTC().Format(storage.TimeFormat)
 	}
-	if len(changed) == 0 {
+	if len(changed) == 0 && within == nil {
 		_, err := s.db.Audit().Append(audit)
 		return cur, nil, err
 	}
-	if _, err := s.db.Settings().PutConfigAudited(next, audit); err != nil {
+	if _, err := s.db.Settings().PutConfigAuditedWithin(next, audit, within); err != nil {
 		return cur, nil, err
 	}
 	return next, changed, nil
