@@ -83,7 +83,10 @@ func (r *RFC2136) Validate() error {
 	if r.Secret == "" {
 		return errors.New("the key secret is empty")
 	}
-	raw, err := base64.StdEncoding.DecodeString(r.Secret)
+	if !printable(r.Secret) || strings.Contains(r.Secret, " ") {
+		return errors.New("the key secret must be base64 text without spaces or line breaks")
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(r.Secret)
 	if err != nil {
 		return errors.New("the key secret is not valid base64 (copy it as it is in the key file, between the quotes)")
 	}
