@@ -74,7 +74,7 @@ type fakeClock struct {
 	t  time.Time
 }
 
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) Now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *fakeClock) Add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
 
 // fakeServers answer a fake Query by name.
@@ -155,7 +155,9 @@ func TestMonitorFailureText(t *testing.T) {
 		},
 	}}
 	m := NewMonitor(MonitorOptions{Servers: []string{"a.example", "kod.example"}, Query: fs.Query,
-		Kernel: func() (Kernel, error) { return Kernel{}, errors.New("reading the kernel clock's state: operation not permitted") }, Log: quiet})
+		Kernel: func() (Kernel, error) {
+			return Kernel{}, errors.New("reading the kernel clock's state: operation not permitted")
+		}, Log: quiet})
 	m.Round(context.Background())
 	st := m.Status()
 	if st.Synchronised {

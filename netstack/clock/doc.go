@@ -81,5 +81,6 @@
 // kiss-o'-death, which would be one more packet to a possibly forged
 // source. The table of sources is bounded (4096): when it is full, the
 // sources whose buckets are full again are forgotten, and if none are, an
-// arbitrary one is.
+// arbitrary eighth of them is (such a source gets a fresh burst: still no
+// amplification).
 package clock

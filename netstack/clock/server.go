@@ -204,8 +204,8 @@ func (s *Server) allow(src netip.Addr) bool {
 }
 
 // evict makes room in a full table: sources whose buckets are full again
-// are the same as unknown ones; if there are none, one arbitrary source
-// goes.
+// are the same as unknown ones; if there are none, an arbitrary eighth
+// of the sources goes.
 func (s *Server) evict(now time.Time, burst, rate float64) {
 	for a, b := range s.sources {
 		if b.tokens+now.Sub(b.last).Seconds()*rate >= burst {
@@ -215,9 +215,13 @@ func (s *Server) evict(now time.Time, burst, rate float64) {
 	if len(s.sources) < maxSources {
 		return
 	}
+	// Forget an eighth at once, so that a stream of new sources does not
+	// cost a sweep each.
 	for a := range s.sources {
+		if len(s.sources) <= maxSources*7/8 {
+			break
+		}
 		delete(s.sources, a)
-		s.log().Debug("time server forgets a source: table full", "source", a)
-		return
 	}
+	s.log().Debug("time server forgot busy sources: table full")
 }
