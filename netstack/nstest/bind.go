@@ -111,12 +111,12 @@ ns	IN %[2]s %[3]s
 	log := &lockedBuffer{}
 	cmd := exec.Command("ip", "netns", "exec", ns.Name, named, "-g", "-n", "1", "-c", confPath)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start named: %v", err)
 	}
 	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -138,7 +138,7 @@ ns	IN %[2]s %[3]s
 	for {
 		select {
 		case <-exited:
-			t.Fatalf("named exited at start:\n%s", log.String())
+			t.Fatalf("named exited at start (%v):\n%s", waitErr, log.String())
 		default:
 		}
 		if _, err := b.query(ns, zone, dns.TypeSOA); err == nil {
