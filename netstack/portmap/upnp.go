@@ -1,0 +1,216 @@
+package portmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/huin/goupnp"
+	"github.com/huin/goupnp/dcps/internetgateway2"
+	"github.com/huin/goupnp/httpu"
+	"github.com/huin/goupnp/soap"
+	"github.com/huin/goupnp/ssdp"
+)
+
+// igd is what the three WAN connection services have in common
+// (WANIPConnection:1 and :2, WANPPPConnection:1).
+type igd interface {
+	AddPortMappingCtx(ctx context.Context, remoteHost string, externalPort uint16, protocol string, internalPort uint16, internalClient string, enabled bool, description string, leaseDuration uint32) error
+	DeletePortMappingCtx(ctx context.Context, remoteHost string, externalPort uint16, protocol string) error
+	GetExternalIPAddressCtx(ctx context.Context) (string, error)
+}
+
+var (
+	_ igd = (*internetgateway2.WANIPConnection1)(nil)
+	_ igd = (*internetgateway2.WANIPConnection2)(nil)
+	_ igd = (*internetgateway2.WANPPPConnection1)(nil)
+)
+
+// upnp is a UPnP IGD client for one WAN connection service of the gateway.
+type upnp struct {
+	svc     igd
+	service string // its URN, for logs
+	local   netip.Addr
+}
+
+// Description names the cell's mappings in the router's list.
+const Description = "Personal Internet Cell WireGuard"
+
+func (c *upnp) Protocol() Protocol { return UPnP }
+
+func (c *upnp) String() string { return "upnp " + c.service }
+
+func (c *upnp) ExternalAddr(ctx context.Context) (netip.Addr, error) {
+	s, err := c.svc.GetExternalIPAddressCtx(ctx)
+	if err != nil {
+		return netip.Addr{}, upnpError("ask the public address", err)
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || a.IsUnspecified() {
+		return netip.Addr{}, fmt.Errorf("upnp: the router reports no usable public address (%q)", s)
+	}
+	return a.Unmap(), nil
+}
+
+func (c *upnp) Map(ctx context.Context, internal netip.AddrPort, external uint16, lifetime time.Duration) (Mapping, error) {
+	if !internal.Addr().IsValid() {
+		internal = netip.AddrPortFrom(c.local, internal.Port())
+	}
+	secs := seconds(lifetime)
+	err := c.svc.AddPortMappingCtx(ctx, "", external, "UDP", internal.Port(), internal.Addr().String(), true, Description, secs)
+	var se *soap.SOAPFaultError
+	if err != nil && secs != 0 && errors.As(err, &se) && strings.Contains(string(se.Detail.Raw), "725") {
+		// 725 OnlyPermanentLeasesSupported: IGDv1 routers that know no
+		// lease; the mapping lasts until the Keeper deletes it.
+		secs = 0
+		err = c.svc.AddPortMappingCtx(ctx, "", external, "UDP", internal.Port(), internal.Addr().String(), true, Description, 0)
+	}
+	if err != nil {
+		return Mapping{}, upnpError("map the port", err)
+	}
+	ext, err := c.ExternalAddr(ctx)
+	if err != nil {
+		return Mapping{}, err
+	}
+	return newMapping(UPnP, internal, netip.AddrPortFrom(ext, external), secs), nil
+}
+
+func (c *upnp) Unmap(ctx context.Context, m Mapping) error {
+	if err := c.svc.DeletePortMappingCtx(ctx, "", m.External.Port(), "UDP"); err != nil {
+		return upnpError("delete the mapping", err)
+	}
+	return nil
+}
+
+func upnpError(what string, err error) error {
+	var se *soap.SOAPFaultError
+	if errors.As(err, &se) {
+		return fmt.Errorf("upnp: the router refused to %s: %s %s", what, se.FaultString, strings.TrimSpace(stripTags(string(se.Detail.Raw))))
+	}
+	return fmt.Errorf("upnp: cannot %s: %w", what, err)
+}
+
+// stripTags keeps the text of a SOAP fault's detail (the UPnP error code
+// and description) without its XML.
+func stripTags(s string) string {
+	var b strings.Builder
+	in := false
+	for _, r := range s {
+		switch {
+		case r == '<':
+			in = true
+			b.WriteByte(' ')
+		case r == '>':
+			in = false
+		case !in:
+			b.WriteRune(r)
+		}
+	}
+	return strings.Join(strings.Fields(b.String()), " ")
+}
+
+// The search targets: the IGD device types v1 and v2.
+var igdTargets = []string{
+	"urn:schemas-upnp-org:device:InternetGatewayDevice:1",
+	"urn:schemas-upnp-org:device:InternetGatewayDevice:2",
+}
+
+// discoverUPnP searches with SSDP from local and returns a client for each
+// WAN connection service of the gateway's IGD, v2 before v1.
+func discoverUPnP(ctx context.Context, gateway, local netip.Addr) ([]Client, error) {
+	if !local.IsValid() {
+		return nil, errors.New("upnp: no local address to search from")
+	}
+	// SSDP answers arrive within the MX seconds the search names (1, the
+	// least); the search reads until its deadline, so that is bounded here
+	// and the rest of ctx is left for fetching the device description.
+	sctx, cancel := context.WithTimeout(ctx, 1200*time.Millisecond)
+	defer cancel()
+	var (
+		mu   sync.Mutex
+		locs = map[string]*url.URL{}
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, st := range igdTargets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hc, err := httpu.NewHTTPUClientAddr(local.String())
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			defer hc.Close()
+			resps, err := ssdp.RawSearch(sctx, hc, st, 2)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			for _, r := range resps {
+				loc, err := r.Location()
+				if err != nil {
+					continue
+				}
+				// Only the gateway can forward the gateway's port.
+				if h, err := netip.ParseAddr(loc.Hostname()); err != nil || h.Unmap() != gateway {
+					continue
+				}
+				locs[loc.String()] = loc
+			}
+		}()
+	}
+	wg.Wait()
+	if len(locs) == 0 {
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("upnp: search: %w", errors.Join(errs...))
+		}
+		return nil, fmt.Errorf("upnp: no internet gateway device at %s answered", gateway)
+	}
+	var out []Client
+	seen := map[string]bool{}
+	for _, loc := range locs {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		root, err := goupnp.DeviceByURLCtx(dctx, loc)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		add := func(svc igd, urn string, endpoint string) {
+			if seen[endpoint] {
+				return
+			}
+			seen[endpoint] = true
+			out = append(out, &upnp{svc: svc, service: urn, local: local})
+		}
+		if cs, err := internetgateway2.NewWANIPConnection2ClientsFromRootDevice(root, loc); err == nil {
+			for _, c := range cs {
+				add(c, internetgateway2.URN_WANIPConnection_2, c.Service.ControlURL.Str)
+			}
+		}
+		if cs, err := internetgateway2.NewWANIPConnection1ClientsFromRootDevice(root, loc); err == nil {
+			for _, c := range cs {
+				add(c, internetgateway2.URN_WANIPConnection_1, c.Service.ControlURL.Str)
+			}
+		}
+		if cs, err := internetgateway2.NewWANPPPConnection1ClientsFromRootDevice(root, loc); err == nil {
+			for _, c := range cs {
+				add(c, internetgateway2.URN_WANPPPConnection_1, c.Service.ControlURL.Str)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("upnp: the gateway's device has no WAN connection service: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
