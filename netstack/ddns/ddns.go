@@ -22,7 +22,11 @@
 // kilobytes of unicode) reaches a DNS message, a URL or a log as anything
 // but a rejected value. Validation errors say what is wrong in plain words
 // and never repeat a secret; they do not repeat the rejected value either,
-// which may be long or hostile.
+// which may be long or hostile. Update validates again and fails with
+// ErrRefused on settings that do not pass: retrying cannot fix them, a
+// person must. The addresses given to Update must be at most one per
+// family; more is an ordinary (transient) error, as the Keeper never sends
+// them.
 //
 // # Errors
 //
@@ -33,7 +37,9 @@
 //     BADTIME, a NOTAUTH or REFUSED answer; dyndns2 "badauth" or HTTP 401).
 //   - ErrRefused: the provider says not to try again until a person acts
 //     (dyndns2 "abuse", "nohost", "notfqdn", "badagent", "!donator",
-//     "numhost", "!yours"; an RFC 2136 NOTZONE).
+//     "numhost", "!yours"; an RFC 2136 NOTZONE, or a NOTAUTH that comes
+//     signed, without a TSIG error: the key is fine, the server is just
+//     not the primary of that zone).
 //   - anything else is transient (timeouts, network errors, dyndns2 "911"
 //     and "dnserr", HTTP 5xx, SERVFAIL): worth trying again later.
 //

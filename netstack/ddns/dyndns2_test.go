@@ -15,7 +15,6 @@ import (
 // provider is a dyndns2 provider that checks each request against the
 // protocol's documentation and answers what the test asks.
 type provider struct {
-	t      *testing.T
 	mu     sync.Mutex
 	answer string // the body; "" answers "good <myip>"
 	status int    // the HTTP status; 0 is 200
@@ -62,7 +61,7 @@ func (p *provider) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func newProvider(t *testing.T) (*provider, *DynDNS2) {
-	p := &provider{t: t}
+	p := &provider{}
 	srv := httptest.NewTLSServer(p)
 	t.Cleanup(srv.Close)
 	d := goodDynDNS2()

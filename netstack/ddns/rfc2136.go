@@ -180,6 +180,13 @@ func (r *RFC2136) Update(ctx context.Context, addrs []netip.Addr) error {
 		switch resp.Rcode {
 		case dns.RcodeSuccess:
 		case dns.RcodeNotAuth:
+			if t := resp.IsTsig(); t != nil && t.MACSize > 0 {
+				// Signed, with no TSIG error: the key is fine, the server
+				// does not serve the zone (RFC 2136's NOTAUTH). The DNS
+				// library does not verify a NOTAUTH's signature; a forged
+				// one could only stop the updates, as any refusal can.
+				return refusedError("the DNS server %s is not the primary of the zone %s (NOTAUTH): check the server and the zone", server, strings.TrimSuffix(zone, "."))
+			}
 			return authError("the DNS server %s refused the key %s (NOTAUTH): check the key name, secret and algorithm", server, strings.TrimSuffix(key, "."))
 		case dns.RcodeRefused:
 			return authError("the DNS server %s refused the update (REFUSED): the key may not be allowed to change %s", server, strings.TrimSuffix(name, "."))

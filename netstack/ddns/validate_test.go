@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 )
 
 // secret32 is a valid key secret; every error below is checked not to
@@ -225,3 +227,63 @@ func TestSplitAddrs(t *testing.T) {
 		}
 	}
 }
+
+// TestRFC2136Answers: a small DNS server on loopback answers the update
+// with each code, unsigned (as a server that did not check the key, or
+// someone else, would); each maps as documented, and an unsigned success
+// is not believed.
+func TestRFC2136Answers(t *testing.T) {
+	for _, c := range []struct {
+		rcode int
+		want  error
+	}{
+		{dns.RcodeSuccess, errTransient}, // unsigned: not believed
+		{dns.RcodeServerFailure, errTransient},
+		{dns.RcodeRefused, ErrAuth},
+		{dns.RcodeNotAuth, ErrAuth},
+		{dns.RcodeNotZone, ErrRefused},
+	} {
+		t.Run(dns.RcodeToString[c.rcode], func(t *testing.T) {
+			gotc := make(chan *dns.Msg, 1)
+			srv := &dns.Server{Addr: "127.0.0.1:0", Net: "tcp", MsgAcceptFunc: acceptAll, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, m *dns.Msg) {
+				gotc <- m
+				r := new(dns.Msg)
+				r.SetRcode(m, c.rcode)
+				w.WriteMsg(r)
+			})}
+			started := make(chan struct{})
+			srv.NotifyStartedFunc = func() { close(started) }
+			go srv.ListenAndServe()
+			<-started
+			defer srv.Shutdown()
+			r := goodRFC2136()
+			r.Server = srv.Listener.Addr().String()
+			r.Timeout = 2 * time.Second
+			err := r.Update(context.Background(), []netip.Addr{netip.MustParseAddr("198.51.100.7")})
+			switch c.want {
+			case errTransient:
+				if err == nil || errors.Is(err, ErrAuth) || errors.Is(err, ErrRefused) {
+					t.Fatalf("got %v, want a transient error", err)
+				}
+			default:
+				if !errors.Is(err, c.want) {
+					t.Fatalf("got %v, want %v", err, c.want)
+				}
+			}
+			checkPlain(t, "answer", err.Error(), secret32)
+			var got *dns.Msg
+			select {
+			case got = <-gotc:
+			default:
+			}
+			if got == nil || got.Opcode != dns.OpcodeUpdate || got.IsTsig() == nil || got.IsTsig().Hdr.Name != "cell-key." {
+				t.Fatalf("the server got %v, want an update signed with cell-key.", got)
+			}
+			if len(got.Ns) != 3 || got.Ns[0].Header().Class != dns.ClassANY || got.Ns[2].Header().Ttl != 60 {
+				t.Fatalf("the update is not delete A, delete AAAA, add A with TTL 60: %v", got.Ns)
+			}
+		})
+	}
+}
+
+func acceptAll(dns.Header) dns.MsgAcceptAction { return dns.MsgAccept }
