@@ -70,7 +70,12 @@ func (p *Prober) dnsQuery(ctx context.Context, q parsed, res *Result) error {
 			res.Detail = fmt.Sprintf("%s from %s in %s: %s has no %s records", rcode, srv, ms(res.RTT), q.name, typ)
 		default:
 			res.OK = true
-			res.Detail = fmt.Sprintf("%s from %s in %s: %s", rcode, srv, ms(res.RTT), strings.Join(res.Answers, ", "))
+			shown := res.Answers
+			more := ""
+			if len(shown) > 5 {
+				shown, more = shown[:5], fmt.Sprintf(" and %d more", len(res.Answers)-5)
+			}
+			res.Detail = fmt.Sprintf("%s from %s in %s: %s%s", rcode, srv, ms(res.RTT), strings.Join(shown, ", "), more)
 		}
 		return nil
 	}

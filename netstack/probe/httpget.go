@@ -10,7 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -134,8 +136,12 @@ func httpFailure(err error) string {
 		return "the server's certificate is not valid"
 	}
 	var re tls.RecordHeaderError
-	if errors.As(err, &re) {
+	var ue *url.Error
+	if errors.As(err, &ue) && strings.Contains(ue.Err.Error(), "server gave HTTP response to HTTPS client") || errors.As(err, &re) {
 		return "the server does not speak TLS (an http:// URL?)"
+	}
+	if ue != nil && !ue.Timeout() {
+		return plain(ue.Err)
 	}
 	return plain(err)
 }

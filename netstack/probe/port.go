@@ -86,7 +86,7 @@ func (p *Prober) udpPort(ctx context.Context, q parsed, res *Result) error {
 		if err == nil {
 			res.RTT = time.Since(start)
 			res.OK = true
-			res.Detail = fmt.Sprintf("open: %s answered with %d bytes in %s", ap, n, ms(res.RTT))
+			res.Detail = fmt.Sprintf("open: %s answered (%d bytes) in %s", ap, n, ms(res.RTT))
 			return nil
 		}
 		if errors.Is(err, syscall.ECONNREFUSED) {

@@ -155,7 +155,7 @@ func (p *Prober) parse(r Request) (parsed, error) {
 	}
 	switch r.Kind {
 	case "ping":
-		h, err := p.checkHost(r.Target)
+		h, err := p.checkHost(r.Target, 0)
 		if err != nil {
 			return q, err
 		}
@@ -170,15 +170,10 @@ func (p *Prober) parse(r Request) (parsed, error) {
 		if err != nil {
 			return q, err
 		}
-		if q.host, err = p.checkHost(h); err != nil {
+		if q.host, err = p.checkHost(h, port); err != nil {
 			return q, err
 		}
 		q.port = port
-		if a, err := netip.ParseAddr(q.host); err == nil {
-			if err := p.checkAddr(netip.AddrPortFrom(a, port)); err != nil {
-				return q, err
-			}
-		}
 	case "http":
 		u, err := p.checkURL(r.Target)
 		if err != nil {
@@ -303,15 +298,15 @@ func checkName(name string, allowRoot bool) error {
 	return nil
 }
 
-// checkHost checks a host: an IP literal (checked as an address) or a
-// name. It returns the host without brackets.
-func (p *Prober) checkHost(h string) (string, error) {
+// checkHost checks a host: an IP literal (checked as an address with
+// port) or a name. It returns the host without brackets.
+func (p *Prober) checkHost(h string, port uint16) (string, error) {
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	if strings.Contains(h, "%") {
 		return "", invalid("addresses with a zone (%%) are link-local: not allowed")
 	}
 	if a, err := netip.ParseAddr(h); err == nil {
-		if err := p.checkAddr(netip.AddrPortFrom(a, 0)); err != nil {
+		if err := p.checkAddr(netip.AddrPortFrom(a, port)); err != nil {
 			return "", err
 		}
 		return a.Unmap().String(), nil
@@ -374,13 +369,8 @@ func (p *Prober) checkURL(s string) (*url.URL, error) {
 	} else if strings.HasSuffix(u.Host, ":") {
 		return nil, invalid("the URL's port is empty")
 	}
-	if _, err := p.checkHost(u.Hostname()); err != nil {
+	if _, err := p.checkHost(u.Hostname(), urlPort(u)); err != nil {
 		return nil, err
-	}
-	if a, err := netip.ParseAddr(u.Hostname()); err == nil {
-		if err := p.checkAddr(netip.AddrPortFrom(a.Unmap(), urlPort(u))); err != nil {
-			return nil, err
-		}
 	}
 	return u, nil
 }
