@@ -1,4 +1,4 @@
-package uplink
+package uplink_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/pic-cell/cell/netstack/nstest"
+	"github.com/pic-cell/cell/netstack/uplink"
 	"github.com/vishvananda/netns"
 )
 
@@ -20,48 +21,48 @@ func TestClassify(t *testing.T) {
 	for _, tc := range []struct {
 		addr, want string
 	}{
-		{"8.8.8.8", KindPublic},
-		{"198.18.0.2", KindPublic}, // the tests' internet
-		{"198.19.255.1", KindPublic},
-		{"2001:2::2", KindPublic},
-		{"2a01:4f8::1", KindPublic},
-		{"::ffff:1.1.1.1", KindPublic},
-		{"10.1.2.3", KindPrivate},
-		{"172.16.0.1", KindPrivate},
-		{"172.31.255.255", KindPrivate},
-		{"192.168.77.2", KindPrivate},
-		{"::ffff:192.168.1.1", KindPrivate},
-		{"fd77::1", KindPrivate},
-		{"100.64.0.1", KindCGNAT},
-		{"100.127.255.254", KindCGNAT},
-		{"127.0.0.1", KindLoopback},
-		{"::1", KindLoopback},
-		{"169.254.1.1", KindLinkLocal},
-		{"fe80::1", KindLinkLocal},
-		{"224.0.0.1", KindMulticast},
-		{"ff02::1", KindMulticast},
-		{"0.0.0.0", KindUnspecified},
-		{"::", KindUnspecified},
-		{"192.0.2.1", KindDocumentation},
-		{"203.0.113.9", KindDocumentation},
-		{"2001:db8::1", KindDocumentation},
-		{"255.255.255.255", KindReserved},
-		{"240.0.0.1", KindReserved},
-		{"0.1.2.3", KindReserved},
-		{"172.32.0.1", KindPublic},
-		{"100.128.0.1", KindPublic},
+		{"8.8.8.8", uplink.KindPublic},
+		{"198.18.0.2", uplink.KindPublic}, // the tests' internet
+		{"198.19.255.1", uplink.KindPublic},
+		{"2001:2::2", uplink.KindPublic},
+		{"2a01:4f8::1", uplink.KindPublic},
+		{"::ffff:1.1.1.1", uplink.KindPublic},
+		{"10.1.2.3", uplink.KindPrivate},
+		{"172.16.0.1", uplink.KindPrivate},
+		{"172.31.255.255", uplink.KindPrivate},
+		{"192.168.77.2", uplink.KindPrivate},
+		{"::ffff:192.168.1.1", uplink.KindPrivate},
+		{"fd77::1", uplink.KindPrivate},
+		{"100.64.0.1", uplink.KindCGNAT},
+		{"100.127.255.254", uplink.KindCGNAT},
+		{"127.0.0.1", uplink.KindLoopback},
+		{"::1", uplink.KindLoopback},
+		{"169.254.1.1", uplink.KindLinkLocal},
+		{"fe80::1", uplink.KindLinkLocal},
+		{"224.0.0.1", uplink.KindMulticast},
+		{"ff02::1", uplink.KindMulticast},
+		{"0.0.0.0", uplink.KindUnspecified},
+		{"::", uplink.KindUnspecified},
+		{"192.0.2.1", uplink.KindDocumentation},
+		{"203.0.113.9", uplink.KindDocumentation},
+		{"2001:db8::1", uplink.KindDocumentation},
+		{"255.255.255.255", uplink.KindReserved},
+		{"240.0.0.1", uplink.KindReserved},
+		{"0.1.2.3", uplink.KindReserved},
+		{"172.32.0.1", uplink.KindPublic},
+		{"100.128.0.1", uplink.KindPublic},
 	} {
-		if got := Classify(netip.MustParseAddr(tc.addr)); got != tc.want {
+		if got := uplink.Classify(netip.MustParseAddr(tc.addr)); got != tc.want {
 			t.Errorf("Classify(%s) = %q, want %q", tc.addr, got, tc.want)
 		}
 	}
-	if got := Classify(netip.Addr{}); got != KindInvalid {
-		t.Errorf("Classify(zero) = %q, want %q", got, KindInvalid)
+	if got := uplink.Classify(netip.Addr{}); got != uplink.KindInvalid {
+		t.Errorf("Classify(zero) = %q, want %q", got, uplink.KindInvalid)
 	}
 }
 
-func privateState() State {
-	return State{
+func privateState() uplink.State {
+	return uplink.State{
 		Interface: "eth0", Gateway: netip.MustParseAddr("192.168.77.1"),
 		Addrs:  []netip.Prefix{netip.MustParsePrefix("192.168.77.2/24"), netip.MustParsePrefix("2001:2::2/64")},
 		Public: []netip.Addr{netip.MustParseAddr("2001:2::2")},
@@ -95,48 +96,48 @@ func TestDiscover(t *testing.T) {
 	v4, v6 := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("2001:2::2")
 
 	// A public uplink needs nobody else: the router and URL are not asked.
-	st := State{Interface: "wan0", Addrs: []netip.Prefix{netip.PrefixFrom(v4, 24), netip.PrefixFrom(v6, 64)}, Public: []netip.Addr{v4, v6}}
-	got := Discover(ctx, st, DiscoverOptions{URL: "http://127.0.0.1:1/", Router: func(context.Context) (netip.Addr, error) {
+	st := uplink.State{Interface: "wan0", Addrs: []netip.Prefix{netip.PrefixFrom(v4, 24), netip.PrefixFrom(v6, 64)}, Public: []netip.Addr{v4, v6}}
+	got := uplink.Discover(ctx, st, uplink.DiscoverOptions{URL: "http://127.0.0.1:1/", Router: func(context.Context) (netip.Addr, error) {
 		t.Error("router asked although the uplink is public")
 		return netip.Addr{}, errors.New("no")
 	}})
-	if got.Source != SourceUplink || !slices.Equal(got.Addrs, []netip.Addr{v4, v6}) || got.Error != "" || got.CGNAT {
+	if got.Source != uplink.SourceUplink || !slices.Equal(got.Addrs, []netip.Addr{v4, v6}) || got.Error != "" || got.CGNAT {
 		t.Errorf("public uplink: %+v, want both uplink addresses from uplink", got)
 	}
 
 	// Behind a home router that reports its address.
-	got = Discover(ctx, privateState(), DiscoverOptions{Router: router("198.18.5.5", nil), URL: answer(t, "198.18.7.7\n")})
-	if want := []netip.Addr{netip.MustParseAddr("198.18.5.5"), v6}; got.Source != SourceRouter || !slices.Equal(got.Addrs, want) || got.Error != "" {
+	got = uplink.Discover(ctx, privateState(), uplink.DiscoverOptions{Router: router("198.18.5.5", nil), URL: answer(t, "198.18.7.7\n")})
+	if want := []netip.Addr{netip.MustParseAddr("198.18.5.5"), v6}; got.Source != uplink.SourceRouter || !slices.Equal(got.Addrs, want) || got.Error != "" {
 		t.Errorf("router: %+v, want %v from router", got, want)
 	}
 
 	// No router: the URL.
-	got = Discover(ctx, privateState(), DiscoverOptions{URL: answer(t, "198.18.7.7\n")})
-	if want := []netip.Addr{netip.MustParseAddr("198.18.7.7"), v6}; got.Source != SourceURL || !slices.Equal(got.Addrs, want) || got.Error != "" {
+	got = uplink.Discover(ctx, privateState(), uplink.DiscoverOptions{URL: answer(t, "198.18.7.7\n")})
+	if want := []netip.Addr{netip.MustParseAddr("198.18.7.7"), v6}; got.Source != uplink.SourceURL || !slices.Equal(got.Addrs, want) || got.Error != "" {
 		t.Errorf("url: %+v, want %v from url", got, want)
 	}
 
 	// A router that fails falls back to the URL.
-	got = Discover(ctx, privateState(), DiscoverOptions{Router: router("", errors.New("no UPnP")), URL: answer(t, "198.18.7.7")})
-	if got.Source != SourceURL || len(got.Addrs) != 2 || got.Addrs[0] != netip.MustParseAddr("198.18.7.7") {
+	got = uplink.Discover(ctx, privateState(), uplink.DiscoverOptions{Router: router("", errors.New("no UPnP")), URL: answer(t, "198.18.7.7")})
+	if got.Source != uplink.SourceURL || len(got.Addrs) != 2 || got.Addrs[0] != netip.MustParseAddr("198.18.7.7") {
 		t.Errorf("failing router then url: %+v, want the url's address", got)
 	}
 
 	// CGNAT at the router: said plainly, even though the URL finds the
 	// shared address.
-	got = Discover(ctx, privateState(), DiscoverOptions{Router: router("100.64.3.4", nil), URL: answer(t, "198.18.7.7")})
-	if !got.CGNAT || !strings.Contains(got.Error, "carrier-grade NAT") || !strings.Contains(got.Error, "relay") || got.Source != SourceURL {
+	got = uplink.Discover(ctx, privateState(), uplink.DiscoverOptions{Router: router("100.64.3.4", nil), URL: answer(t, "198.18.7.7")})
+	if !got.CGNAT || !strings.Contains(got.Error, "carrier-grade NAT") || !strings.Contains(got.Error, "relay") || got.Source != uplink.SourceURL {
 		t.Errorf("cgnat router: %+v, want CGNAT said plainly", got)
 	}
 	// CGNAT on the uplink itself.
-	cg := State{Interface: "wwan0", Addrs: []netip.Prefix{netip.MustParsePrefix("100.70.1.2/10")}}
-	if got = Discover(ctx, cg, DiscoverOptions{}); !got.CGNAT || got.Source != "" || len(got.Addrs) != 0 || !strings.Contains(got.Error, "100.70.1.2") {
+	cg := uplink.State{Interface: "wwan0", Addrs: []netip.Prefix{netip.MustParsePrefix("100.70.1.2/10")}}
+	if got = uplink.Discover(ctx, cg, uplink.DiscoverOptions{}); !got.CGNAT || got.Source != "" || len(got.Addrs) != 0 || !strings.Contains(got.Error, "100.70.1.2") {
 		t.Errorf("cgnat uplink: %+v, want CGNAT and no address", got)
 	}
 
 	// Nothing configured: the IPv6 address only, and why there is no IPv4.
-	got = Discover(ctx, privateState(), DiscoverOptions{})
-	if got.Source != SourceUplink || !slices.Equal(got.Addrs, []netip.Addr{v6}) || !strings.Contains(got.Error, "no address-discovery URL") {
+	got = uplink.Discover(ctx, privateState(), uplink.DiscoverOptions{})
+	if got.Source != uplink.SourceUplink || !slices.Equal(got.Addrs, []netip.Addr{v6}) || !strings.Contains(got.Error, "no address-discovery URL") {
 		t.Errorf("nothing configured: %+v", got)
 	}
 }
@@ -180,8 +181,8 @@ func TestDiscoverBadAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
-			got := Discover(ctx, privateState(), DiscoverOptions{URL: tc.url, Timeout: tc.timeout})
-			if got.Source != SourceUplink || len(got.Addrs) != 1 || !got.Addrs[0].Is6() {
+			got := uplink.Discover(ctx, privateState(), uplink.DiscoverOptions{URL: tc.url, Timeout: tc.timeout})
+			if got.Source != uplink.SourceUplink || len(got.Addrs) != 1 || !got.Addrs[0].Is6() {
 				t.Errorf("got %+v, want the IPv6 uplink address only", got)
 			}
 			if !strings.Contains(got.Error, tc.want) {
@@ -211,8 +212,8 @@ func world(t *testing.T) (cell, wan *nstest.NS) {
 
 func TestRead(t *testing.T) {
 	cell, wan := world(t)
-	read := func(iface string) (st State, err error) {
-		if rerr := cell.Run(func() error { st, err = Read(iface); return nil }); rerr != nil {
+	read := func(iface string) (st uplink.State, err error) {
+		if rerr := cell.Run(func() error { st, err = uplink.Read(iface); return nil }); rerr != nil {
 			t.Fatal(rerr)
 		}
 		return st, err
@@ -221,7 +222,7 @@ func TestRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := State{
+	want := uplink.State{
 		Interface: "wan0", Gateway: netip.MustParseAddr("198.18.0.1"),
 		Addrs:  []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24"), netip.MustParsePrefix("2001:2::2/64")},
 		Public: []netip.Addr{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("2001:2::2")},
@@ -238,7 +239,7 @@ func TestRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = State{Interface: "lan0", Gateway: netip.MustParseAddr("192.168.77.1"), Addrs: []netip.Prefix{netip.MustParsePrefix("192.168.77.2/24")}}
+	want = uplink.State{Interface: "lan0", Gateway: netip.MustParseAddr("192.168.77.1"), Addrs: []netip.Prefix{netip.MustParsePrefix("192.168.77.2/24")}}
 	if !equal(st, want) {
 		t.Errorf("Read() behind a router = %+v, want %+v", st, want)
 	}
@@ -257,19 +258,19 @@ func TestRead(t *testing.T) {
 		t.Errorf("Read() with an IPv6 default only = %+v, %v; want wan0 without an IPv4 gateway", st, err)
 	}
 	cell.Exec(t, "ip", "-6", "route", "del", "default")
-	if _, err = read(""); !errors.Is(err, ErrNoUplink) {
+	if _, err = read(""); !errors.Is(err, uplink.ErrNoUplink) {
 		t.Errorf("Read() without a default route: %v, want ErrNoUplink", err)
 	}
 }
 
-func equal(a, b State) bool {
+func equal(a, b uplink.State) bool {
 	return a.Interface == b.Interface && a.Gateway == b.Gateway && slices.Equal(a.Addrs, b.Addrs) && slices.Equal(a.Public, b.Public)
 }
 
 func TestWatchNS(t *testing.T) {
 	cell, wan := world(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	ch := WatchNS(ctx, netns.NsHandle(cell.Fd()), nil)
+	ch := uplink.WatchNS(ctx, netns.NsHandle(cell.Fd()), nil)
 
 	// quiet waits until no notification came for a while, so that the
 	// next one is caused by the next step.
@@ -278,7 +279,7 @@ func TestWatchNS(t *testing.T) {
 		for {
 			select {
 			case <-ch:
-			case <-time.After(2 * Debounce):
+			case <-time.After(2 * uplink.Debounce):
 				return
 			}
 		}
@@ -311,7 +312,7 @@ func TestWatchNS(t *testing.T) {
 	select {
 	case <-ch:
 		t.Error("notified for a route that is not a default route")
-	case <-time.After(3 * Debounce):
+	case <-time.After(3 * uplink.Debounce):
 	}
 
 	// A burst is one notification.
@@ -320,7 +321,7 @@ func TestWatchNS(t *testing.T) {
 		cell.Exec(t, "ip", "addr", "add", fmt.Sprintf("198.18.0.%d/24", 10+i), "dev", "wan0")
 	}
 	n := 0
-	for timeout := time.After(4 * Debounce); ; {
+	for timeout := time.After(4 * uplink.Debounce); ; {
 		select {
 		case <-ch:
 			n++

@@ -60,6 +60,7 @@ type WG struct {
 	name string
 	dev  *device.Device
 	us   *userspace.Stack // netstack mode only
+	echo *echoLog         // reachability payloads heard (echo.go)
 
 	mu     sync.Mutex // guards closed and serializes configuration
 	closed bool
@@ -98,7 +99,9 @@ func Open(opts Options) (*WG, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wireguard: create %s device %s: %w", opts.Mode, opts.Name, err)
 	}
-	w.dev = device.NewDevice(td, conn.NewDefaultBind(), &device.Logger{
+	bind := newEchoBind(conn.NewDefaultBind())
+	w.echo = bind.heard
+	w.dev = device.NewDevice(td, bind, &device.Logger{
 		// wireguard-go is chatty per packet and per peer; format only what
 		// will be written.
 		Verbosef: func(format string, args ...any) {
