@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -47,10 +48,13 @@ const (
 )
 
 // Serve answers requests on pc until pc is closed; then it returns nil.
-// Other read errors end it with an error.
+// A read deadline set on pc ends it with that error; a passing read error
+// (an ICMP error queued on the socket) is skipped, and a hundred of them in
+// a row end it.
 func (s *Server) Serve(pc net.PacketConn) error {
 	buf := make([]byte, 1500)
 	var out [packetLen]byte
+	failures := 0
 	for {
 		n, from, err := pc.ReadFrom(buf)
 		if err != nil {
@@ -58,11 +62,12 @@ func (s *Server) Serve(pc net.PacketConn) error {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return err
+			if failures++; failures >= 100 || errors.As(err, &ne) && ne.Timeout() {
+				return fmt.Errorf("time server: reading requests: %v", err)
 			}
-			continue // an ICMP error queued on the socket, say: go on
+			continue
 		}
+		failures = 0
 		recv := s.now()
 		if !s.reply(out[:], buf[:n], recv, from) {
 			continue

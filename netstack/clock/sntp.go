@@ -119,7 +119,7 @@ func Query(ctx context.Context, server string) (Sample, error) {
 		n, err := c.Read(resp[:])
 		if err != nil {
 			if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return Sample{}, ctx.Err()
+				return Sample{}, fmt.Errorf("time server %s: the query was cancelled", server)
 			}
 			return Sample{}, fmt.Errorf("time server %s: %v", server, plainNetError(err))
 		}
