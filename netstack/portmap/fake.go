@@ -107,3 +107,13 @@ func (f *Fake) Active() []Mapping {
 	}
 	return out
 }
+
+// rebind records "rebind <gateway> <local>" and keeps the same fake: it
+// stands for a NAT-PMP or PCP client, which the Keeper re-creates for a
+// new uplink without a discovery.
+func (f *Fake) rebind(gateway, local netip.Addr) Client {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, "rebind "+gateway.String()+" "+local.String())
+	return f
+}

@@ -170,22 +170,32 @@ func (k *Keeper) Run(ctx context.Context) {
 		next     time.Time // when to map again
 		renewed  time.Time
 	)
-	unmap := func(why string) {
+	var background sync.WaitGroup // deletions on a previous uplink
+	unmap := func(why string, wait bool) {
 		if current == nil {
 			return
 		}
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-		err := via.Unmap(uctx, *current)
-		cancel()
-		if err != nil {
-			k.o.Log.Warn("port mapping not deleted", "mapping", current.String(), "why", why, "err", err)
-		} else {
-			k.o.Log.Info("port mapping deleted", "mapping", current.String(), "why", why)
-		}
+		m, c := *current, via
 		current, via = nil, nil
+		del := func() {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+			defer cancel()
+			if err := c.Unmap(uctx, m); err != nil {
+				k.o.Log.Warn("port mapping not deleted", "mapping", m.String(), "why", why, "err", err)
+			} else {
+				k.o.Log.Info("port mapping deleted", "mapping", m.String(), "why", why)
+			}
+		}
+		if wait {
+			del()
+			return
+		}
+		background.Add(1)
+		go func() { defer background.Done(); del() }()
 	}
 	defer func() {
-		unmap("shutting down")
+		unmap("shutting down", true)
+		background.Wait()
 		k.setStatus(Status{State: StateOff, Reason: "port mapping stopped"})
 	}()
 	for {
@@ -196,8 +206,17 @@ func (k *Keeper) Run(ctx context.Context) {
 		}
 		gateway, local := k.uplink()
 		if gateway != cGateway || local != cLocal {
-			unmap("the uplink changed")
+			// The old mapping goes first when the router is the same
+			// (the new one wants the same external port); an old router
+			// may be gone, and nothing waits for it.
+			old := via
+			unmap("the uplink changed", gateway == cGateway)
 			clients, cGateway, cLocal = nil, gateway, local
+			if r, ok := old.(rebinder); ok && gateway.IsValid() {
+				// Try the protocol that worked first, without the
+				// whole discovery (SSDP alone waits over a second).
+				clients = []Client{r.rebind(gateway, local)}
+			}
 			retry = k.o.Retry
 		}
 		switch {
@@ -251,6 +270,49 @@ func (k *Keeper) Run(ctx context.Context) {
 // attempt discovers (when clients is nil) and maps through the first client
 // that succeeds, the one that holds the current mapping first.
 func (k *Keeper) attempt(ctx context.Context, gateway, local netip.Addr, clients []Client, current *Mapping, via Client) (Status, []Client, *Mapping, Client) {
+	var errs []error
+	var lastClients []Client
+	for pass := 0; pass < 2; pass++ {
+		fresh := clients == nil
+		st, cs, m, c, pe := k.try(ctx, gateway, local, clients, current, via)
+		if m != nil || st.State != "" || ctx.Err() != nil {
+			return st, cs, m, c
+		}
+		errs = append(errs, pe...)
+		lastClients = cs
+		if fresh {
+			break
+		}
+		// A list not from a discovery (the protocol that worked on the
+		// previous uplink) failed: discover now rather than at the
+		// next retry.
+		clients, current, via = nil, nil, nil
+	}
+	// Every client refused. Ask any of them for the public address, for
+	// the status (and for the CGNAT check).
+	st := Status{
+		State:     StateFailing,
+		Reason:    fmt.Sprintf("the router at %s refused to forward UDP port %d: allow it in the router's UPnP/NAT-PMP settings, or forward it to %s by hand", gateway, k.o.Port, local),
+		LastError: errors.Join(errs...).Error(),
+	}
+	for _, c := range lastClients {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		a, err := c.ExternalAddr(actx)
+		cancel()
+		if err == nil {
+			st.External = a
+			break
+		}
+	}
+	// Discover again next time: the router may have changed its mind.
+	return st, nil, nil, nil
+}
+
+// try discovers (when clients is nil) and maps through the first client
+// that succeeds, the one that holds the current mapping first. It returns
+// a status when it is final (mapped, or no protocol answered); otherwise
+// the errors of every refusal.
+func (k *Keeper) try(ctx context.Context, gateway, local netip.Addr, clients []Client, current *Mapping, via Client) (Status, []Client, *Mapping, Client, []error) {
 	if clients == nil {
 		dctx, cancel := context.WithTimeout(ctx, k.o.DiscoverTimeout)
 		cs, err := k.o.Discover(dctx, gateway, local)
@@ -264,7 +326,7 @@ func (k *Keeper) attempt(ctx context.Context, gateway, local netip.Addr, clients
 				State:     StateFailing,
 				Reason:    fmt.Sprintf("the router at %s answers none of UPnP, NAT-PMP and PCP: turn UPnP or NAT-PMP on in the router, or forward UDP port %d to %s by hand", gateway, k.o.Port, local),
 				LastError: err.Error(),
-			}, nil, nil, nil
+			}, nil, nil, nil, nil
 		}
 		clients = cs
 		names := make([]Protocol, len(cs))
@@ -284,7 +346,7 @@ func (k *Keeper) attempt(ctx context.Context, gateway, local netip.Addr, clients
 		m, err := c.Map(mctx, internal, k.o.Port, k.o.Lifetime)
 		cancel()
 		if ctx.Err() != nil {
-			return Status{}, clients, current, via
+			return Status{}, clients, current, via, nil
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -304,26 +366,9 @@ func (k *Keeper) attempt(ctx context.Context, gateway, local netip.Addr, clients
 		if len(errs) > 0 {
 			st.LastError = errors.Join(errs...).Error()
 		}
-		return st, clients, &m, c
+		return st, clients, &m, c, nil
 	}
-	// Every client refused. Ask any of them for the public address, for
-	// the status (and for the CGNAT check).
-	st := Status{
-		State:     StateFailing,
-		Reason:    fmt.Sprintf("the router at %s refused to forward UDP port %d: allow it in the router's UPnP/NAT-PMP settings, or forward it to %s by hand", gateway, k.o.Port, local),
-		LastError: errors.Join(errs...).Error(),
-	}
-	for _, c := range clients {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		a, err := c.ExternalAddr(actx)
-		cancel()
-		if err == nil {
-			st.External = a
-			break
-		}
-	}
-	// Discover again next time: the router may have changed its mind.
-	return st, nil, nil, nil
+	return Status{}, clients, nil, nil, errs
 }
 
 func without(cs []Client, c Client) []Client {

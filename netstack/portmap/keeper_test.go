@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -164,8 +165,12 @@ func TestKeeperSetRediscoversAndMovesTheMapping(t *testing.T) {
 	s := waitStatus(t, k, "mapped to the new address", func(s Status) bool {
 		return mapped(s) && s.Mapping.Internal.Addr() == newIP
 	})
-	if got := r.Searches(); len(got) != 2 || got[1] != "192.168.77.1 192.168.77.9" {
-		t.Errorf("discoveries %q, want a second one from the new address", got)
+	// The protocol that worked is tried again first, with no discovery.
+	if got := r.Searches(); len(got) != 1 {
+		t.Errorf("discoveries %q, want only the first", got)
+	}
+	if c := f.Calls(); !slices.Contains(c, "rebind 192.168.77.1 192.168.77.9") {
+		t.Errorf("calls %q: want the client re-made for the new address", c)
 	}
 	if u := f.Unmaps(); len(u) != 1 || u[0].Internal.Addr() != cellIP {
 		t.Errorf("unmaps %+v, want the old address's mapping deleted", u)
@@ -173,11 +178,34 @@ func TestKeeperSetRediscoversAndMovesTheMapping(t *testing.T) {
 	if s.Mapping.External != netip.MustParseAddrPort("198.18.4.2:51820") {
 		t.Errorf("mapping %+v", s.Mapping)
 	}
-	// No gateway: nothing to map, and the mapping goes.
-	k.Set(netip.Addr{}, newIP)
+
+	// When that client fails on the new uplink, the Keeper discovers at
+	// once and maps through what answers there.
+	g := NewFake(UPnP, public)
+	r.mu.Lock()
+	r.clients = []Client{g}
+	r.mu.Unlock()
+	f.SetMapErr(errors.New("natpmp: no answer from the router"))
+	third := netip.MustParseAddr("192.168.77.10")
+	k.Set(gw, third)
+	s = waitStatus(t, k, "mapped by upnp", func(s Status) bool {
+		return mapped(s) && s.Mapping.Protocol == UPnP && s.Mapping.Internal.Addr() == third
+	})
+	if got := r.Searches(); len(got) != 2 || got[1] != "192.168.77.1 192.168.77.10" {
+		t.Errorf("discoveries %q, want a second one from the third address", got)
+	}
+
+	// No gateway: nothing to map, and the mapping goes (in the
+	// background: the old router may be gone).
+	k.Set(netip.Addr{}, third)
 	s = waitStatus(t, k, "off", func(s Status) bool { return s.State == StateOff })
-	if s.Reason == "" || len(f.Active()) != 0 {
-		t.Errorf("without a gateway: %+v, active %+v; want a reason and no mapping", s, f.Active())
+	if s.Reason == "" {
+		t.Errorf("without a gateway: %+v, want a reason", s)
+	}
+	for deadline := time.Now().Add(2 * time.Second); len(g.Active()) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("mapping %+v not deleted 2 s after the gateway went", g.Active())
+		}
 	}
 }
 

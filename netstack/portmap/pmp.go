@@ -252,3 +252,12 @@ func prefix(p Protocol, err error) error {
 	}
 	return fmt.Errorf("%s: %w", p, err)
 }
+
+// rebinder is a client that can be made again for a new uplink without a
+// discovery: the Keeper tries the protocol that worked before first.
+type rebinder interface {
+	rebind(gateway, local netip.Addr) Client
+}
+
+func (c *natpmp) rebind(gateway, local netip.Addr) Client { return &natpmp{gateway, local} }
+func (c *pcp) rebind(gateway, local netip.Addr) Client    { return &pcp{gateway: gateway, local: local} }

@@ -30,8 +30,11 @@
 // Keeper keeps one UDP port mapped for the life of the cell: it maps through
 // the first client that succeeds (falling back to the next), renews at half
 // the granted lifetime (NAT-PMP's recommended lease is 7200 s, the default
-// here; routers may grant less), re-discovers when the uplink's gateway or
-// the cell's address changes, and removes the mapping when its context ends,
+// here; routers may grant less), follows a change of the uplink's gateway or
+// of the cell's address (deleting the old mapping, then trying the protocol
+// that worked before on the new uplink at once, and discovering again only
+// when that fails: a discovery waits over a second for SSDP answers), and
+// removes the mapping when its context ends,
 // with a short deadline of its own so that a dead router cannot hold up
 // shutdown. Its Status says in plain words what happened, including the case
 // no mapping can fix: a router whose own public address is in 100.64.0.0/10
