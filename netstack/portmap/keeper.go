@@ -140,9 +140,12 @@ func (k *Keeper) Changed() <-chan struct{} {
 }
 
 func (k *Keeper) setStatus(s Status) {
-	if s.External.IsValid() && CGNAT(s.External) {
+	switch {
+	case s.External.IsValid() && CGNAT(s.External):
 		s.CGNAT = true
 		s.Reason = fmt.Sprintf("the router's own public address %s is in 100.64.0.0/10: the internet provider puts the home behind its own NAT (CGNAT), so the cell cannot be reached from outside without a relay, with or without this mapping", s.External)
+	case s.External.IsValid() && s.External.IsPrivate():
+		s.Reason = fmt.Sprintf("the router's own public address %s is a private address: another router stands between it and the internet (double NAT), and UDP port %d must be forwarded on that one too", s.External, k.o.Port)
 	}
 	k.mu.Lock()
 	k.status = s

@@ -263,3 +263,13 @@ func TestKeeperCGNAT(t *testing.T) {
 		t.Errorf("status %+v: want CGNAT and a plain reason", s)
 	}
 }
+
+func TestKeeperDoubleNAT(t *testing.T) {
+	f := NewFake(NATPMP, netip.MustParseAddr("192.168.1.20"))
+	k, _ := start(t, &fakeRouter{clients: []Client{f}}, KeeperOptions{})
+	k.Set(gw, cellIP)
+	s := waitStatus(t, k, "mapped", mapped)
+	if s.CGNAT || !strings.Contains(s.Reason, "double NAT") || !strings.Contains(s.Reason, "51820") {
+		t.Errorf("status %+v: want a reason about the second router, no CGNAT", s)
+	}
+}

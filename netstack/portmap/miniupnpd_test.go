@@ -30,6 +30,9 @@ import (
 // Closing stdin ends the Keeper's context.
 const helperEnv = "PORTMAP_TEST_KEEPER"
 
+// anyProtocol lets the helper's Keeper use whatever Discover finds.
+const anyProtocol Protocol = "any"
+
 func TestMain(m *testing.M) {
 	if p := os.Getenv(helperEnv); p != "" {
 		os.Exit(keeperHelper(Protocol(p)))
@@ -39,7 +42,9 @@ func TestMain(m *testing.M) {
 
 func keeperHelper(only Protocol) int {
 	out := make(chan string, 64)
+	printed := make(chan struct{})
 	go func() {
+		defer close(printed)
 		for l := range out {
 			fmt.Println(l)
 		}
@@ -48,7 +53,7 @@ func keeperHelper(only Protocol) int {
 		cs, err := Discover(ctx, gateway, local)
 		var keep []Client
 		for _, c := range cs {
-			if c.Protocol() == only {
+			if c.Protocol() == only || only == anyProtocol {
 				keep = append(keep, c)
 			}
 		}
@@ -61,7 +66,9 @@ func keeperHelper(only Protocol) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { k.Run(ctx); close(done) }()
+	reported := make(chan struct{})
 	go func() {
+		defer close(reported)
 		for {
 			ch := k.Changed()
 			b, _ := json.Marshal(k.Status())
@@ -98,10 +105,10 @@ func keeperHelper(only Protocol) int {
 	}
 	cancel()
 	<-done
-	time.Sleep(50 * time.Millisecond) // let the last status out
+	<-reported // the last status is out
 	out <- "done"
 	close(out)
-	time.Sleep(50 * time.Millisecond)
+	<-printed
 	return 0
 }
 
@@ -347,10 +354,25 @@ func TestMapThroughMiniUPnPd(t *testing.T) {
 			}
 		})
 	}
+	t.Run("no protocol", func(t *testing.T) {
+		// The router does NAT but runs no miniupnpd: the Keeper says so
+		// within its discovery deadline and names the manual way.
+		h := nstest.NewHome(t, nstest.HomeOptions{})
+		k := startKeeper(t, h.LAN, anyProtocol)
+		t0 := time.Now()
+		k.send("set %s %s", h.RouterLAN, h.CellLAN)
+		s := k.wait("failing", 10*time.Second, func(s Status) bool { return s.State == StateFailing })
+		if el := time.Since(t0); el > 5*time.Second {
+			t.Errorf("failing after %v, want within the 3 s discovery deadline", el)
+		}
+		if !strings.Contains(s.Reason, "answers none of UPnP, NAT-PMP and PCP") || !strings.Contains(s.Reason, "by hand") || s.LastError == "" {
+			t.Errorf("status %+v: want a plain reason and the error", s)
+		}
+	})
 	t.Run("cgnat", func(t *testing.T) {
 		h := nstest.NewHome(t, nstest.HomeOptions{WAN: netip.MustParsePrefix("100.64.0.2/24")})
 		mu := h.StartMiniUPnPd(t, nstest.MiniUPnPdOptions{UPnP: true, NATPMP: true})
-		k := startKeeper(t, h.LAN, NATPMP)
+		k := startKeeper(t, h.LAN, anyProtocol)
 		k.send("set %s %s", h.RouterLAN, h.CellLAN)
 		s := k.wait("mapped", 15*time.Second, func(s Status) bool { return s.State == StateMapped || s.State == StateFailing })
 		if s.External != netip.MustParseAddr("100.64.0.2") || !s.CGNAT || !strings.Contains(s.Reason, "without a relay") {

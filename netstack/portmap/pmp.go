@@ -17,7 +17,8 @@ import (
 
 // exchange sends req to the gateway's port 5351 from local (any address
 // when local is invalid) and returns the first answer accept takes. It
-// retransmits as RFC 6886 §3.1 says (250 ms, doubling), until ctx ends.
+// retransmits as RFC 6886 §3.1 says (250 ms, doubling, 9 times at most),
+// until ctx ends.
 // The socket is connected, so only the gateway's answers are read.
 func exchange(ctx context.Context, gateway, local netip.Addr, req []byte, accept func([]byte) bool) (b []byte, from netip.Addr, err error) {
 	var laddr *net.UDPAddr
@@ -34,8 +35,8 @@ func exchange(ctx context.Context, gateway, local netip.Addr, req []byte, accept
 	defer stop()
 	buf := make([]byte, 1100) // PCP's maximum message size
 	wait := 250 * time.Millisecond
-	for {
-		if err := ctx.Err(); err != nil {
+	for try := 0; ; try++ {
+		if err := ctx.Err(); err != nil || try == 9 {
 			return nil, from, fmt.Errorf("no answer from the router at %s:%d", gateway, pmpPort)
 		}
 		if _, err := c.Write(req); err != nil {
@@ -106,7 +107,11 @@ func (c *natpmp) mapPort(ctx context.Context, internal, external uint16, lifetim
 }
 
 func (c *natpmp) Map(ctx context.Context, internal netip.AddrPort, external uint16, lifetime time.Duration) (Mapping, error) {
-	a, from, err := c.mapPort(ctx, internal.Port(), external, seconds(lifetime))
+	secs := seconds(lifetime)
+	if secs == 0 {
+		secs = 1 // lifetime 0 deletes in NAT-PMP
+	}
+	a, from, err := c.mapPort(ctx, internal.Port(), external, secs)
 	if err != nil {
 		return Mapping{}, err
 	}
