@@ -31,6 +31,8 @@ import (
 	"github.com/pic-cell/cell/cell/dns"
 	"github.com/pic-cell/cell/cell/health"
 	"github.com/pic-cell/cell/cell/logs"
+	"github.com/pic-cell/cell/cell/ntp"
+	"github.com/pic-cell/cell/cell/outside"
 	"github.com/pic-cell/cell/cell/peers"
 	"github.com/pic-cell/cell/cell/reconcile"
 	"github.com/pic-cell/cell/cell/services"
@@ -71,6 +73,17 @@ type Options struct {
 	DataDir string
 	// Catalog overrides the embedded service catalog (tests); nil: embedded.
 	Catalog func() (index, sig []byte)
+	// Outside are the daemon's parts of how the outside reaches the cell
+	// (the uplink, the port mapper, the diagnostics, the echo test); the root
+	// fills in the database, the settings and the peers' part. Its zero value
+	// runs none of them.
+	Outside outside.Options
+	// NTP are the time capability's overrides (tests: its query, adjtimex,
+	// interval); the root fills in the settings. TimeChecks runs its checks
+	// against the configured servers (the daemon's -time-check); without it
+	// the clock's state is the kernel's word alone and nothing is asked.
+	NTP        ntp.Options
+	TimeChecks bool
 }
 
 // Cell is the running cell: its capabilities, and the loops Start runs.
@@ -86,13 +99,16 @@ type Cell struct {
 	DNS      *dns.DNS
 	Vault    *vault.Vault // the CA and the trust keys, made before setup
 	Services *services.Services
+	Outside  *outside.Outside // the endpoint, public address, DDNS, port mapping, diagnostics
+	NTP      *ntp.NTP         // the clock's state and what the SNTP server answers
 	Health   *health.Health
 	Network  *reconcile.Loop // nil when Options.Network has no Open
 
-	log    *slog.Logger
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	log        *slog.Logger
+	timeChecks bool
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	once       sync.Once
 }
 
 // New builds the cell over an open database. Nothing runs until Start.
@@ -112,6 +128,9 @@ func New(o Options) (*Cell, error) {
 	c.Config.Register(audit.Section())
 	c.Config.Register(tlsconf.Section())
 	c.Config.Register(services.ConfigSection())
+	c.Config.Register(outside.ReachSection())
+	c.Config.Register(outside.DDNSSection())
+	c.Config.Register(ntp.ConfigSection())
 	var err error
 	if c.Audit, err = audit.Open(o.DB, o.Logs.Logger("audit"), o.Now, o.Rand); err != nil {
 		return nil, err
@@ -156,6 +175,30 @@ func New(o Options) (*Cell, error) {
 	if c.Services, err = services.New(so); err != nil {
 		return nil, err
 	}
+	oo := o.Outside
+	oo.DB, oo.Settings, oo.Now, oo.OutdatedConfigs = o.DB, c.Settings, o.Now, c.Peers.OutdatedConfigs
+	if oo.Log == nil {
+		oo.Log = o.Logs.Logger("network")
+	}
+	if oo.UserAgent == "" {
+		oo.UserAgent = "pic-cell/" + Version
+	}
+	if c.Network != nil && oo.Echo.Ask != nil && oo.Echo.Wait == nil {
+		oo.Echo.Wait = c.Network.WaitEcho
+	}
+	c.Outside = outside.New(oo)
+	c.Health.Register("ddns", c.Outside.CheckDDNS)
+	no := o.NTP
+	no.Settings, no.DB = c.Settings, o.DB
+	if no.Log == nil {
+		no.Log = o.Logs.Logger("ntp")
+	}
+	c.NTP = ntp.New(no)
+	c.timeChecks = o.TimeChecks
+	c.Health.Register("ntp", c.NTP.Check)
+	if err := c.Peers.AdoptEndpoints(); err != nil {
+		return nil, err
+	}
 	// Effects across capabilities, in the storing transaction.
 	c.Peers.OnCreate(c.DNS.PeerNameFree)
 	c.Peers.OnCreate(c.Services.PeerCreated)
@@ -171,6 +214,12 @@ func (c *Cell) Start(ctx context.Context) {
 	if c.Network != nil {
 		c.wg.Add(1)
 		go func() { defer c.wg.Done(); c.Network.Run(ctx) }()
+	}
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); c.Outside.Run(ctx) }()
+	if c.timeChecks {
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); c.NTP.Run(ctx) }()
 	}
 	c.wg.Add(1)
 	go func() {

@@ -85,4 +85,9 @@ type Deps struct {
 	// (services.go), and the peers' service credentials; nil leaves them out
 	// (and every peer's credentials are an empty list).
 	Services ServicesService
+	// Network is the network area (network.go: the endpoint, the public
+	// address, DDNS, the port mapping, diagnostics); nil leaves it out.
+	Network NetworkService
+	// Time is the ntp area (network.go); nil leaves it out.
+	Time TimeService
 }

@@ -45,7 +45,7 @@ func newEnv(t *testing.T) *env {
 
 func openEnv(t *testing.T, dir string) *env {
 	t.Helper()
-	return buildEnv(t, dir, cell.Options{HashMemoryKiB: 64}, depsOf, nil)
+	return buildEnv(t, dir, cell.Options{HashMemoryKiB: 64, Outside: testOutside()}, depsOf, nil)
 }
 
 // buildEnv is a real cell over dir, built with o (its DB and Logs filled in
@@ -230,5 +230,6 @@ func urlq(s string) string { return url.QueryEscape(s) }
 // depsOf is the API over a whole cell, wired as the daemon wires it.
 func depsOf(c *cell.Cell) Deps {
 	return Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health,
-		Audit: c.Audit, Logs: c.Logs, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Services: c.Services}
+		Audit: c.Audit, Logs: c.Logs, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Services: c.Services,
+		Network: c.Outside, Time: c.NTP}
 }

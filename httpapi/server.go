@@ -246,6 +246,12 @@ func (s *Server) areas() [][]Route {
 	if s.deps.Services != nil {
 		out = append(out, s.servicesRoutes())
 	}
+	if s.deps.Network != nil {
+		out = append(out, s.networkRoutes())
+	}
+	if s.deps.Time != nil {
+		out = append(out, s.ntpRoutes())
+	}
 	out = append(out, s.caddyRoutes())
 	for _, a := range s.extra {
 		out = append(out, a(s))

@@ -6,7 +6,10 @@ package names
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/pic-cell/cell/cell/fault"
@@ -71,4 +74,27 @@ func CheckPassword(field, pw string) error {
 		return fault.Invalid("invalid_password", "%s must not contain a NUL character", field)
 	}
 	return nil
+}
+
+// ValidHostPort reports whether s is a DNS name or an IP address, optionally
+// with :port (IPv6 in brackets then): a server's address in the config.
+func ValidHostPort(s string) bool {
+	if len(s) > 260 {
+		return false
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a.Zone() == ""
+	}
+	host := s
+	if h, p, err := net.SplitHostPort(s); err == nil {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != p {
+			return false
+		}
+		if a, err := netip.ParseAddr(h); err == nil {
+			return a.Zone() == "" && a.Is6() == strings.HasPrefix(s, "[")
+		}
+		host = h
+	}
+	return ValidDomain(host)
 }

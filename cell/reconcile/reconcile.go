@@ -311,6 +311,23 @@ func (l *Loop) Stats() map[string]wireguard.PeerStats {
 	return out
 }
 
+// WaitEcho waits for the reachability test's datagram with nonce at the
+// WireGuard port (see netstack/echo): the device takes it out of its receive
+// path. It fails at once when no device is open.
+func (l *Loop) WaitEcho(ctx context.Context, nonce [16]byte) (netip.AddrPort, error) {
+	b := l.devPub.Load()
+	if b == nil {
+		return netip.AddrPort{}, errors.New("the WireGuard device is not running")
+	}
+	w, ok := b.Device.(interface {
+		WaitEcho(ctx context.Context, nonce [16]byte) (netip.AddrPort, error)
+	})
+	if !ok {
+		return netip.AddrPort{}, errors.New("this WireGuard device cannot hear the reachability test")
+	}
+	return w.WaitEcho(ctx, nonce)
+}
+
 // CellKey returns the cell's WireGuard private key, creating it once.
 func CellKey(db *storage.DB, rand io.Reader) (wireguard.Key, error) {
 	raw, err := db.Vault.GetOrCreate(plan.CellKeyName, func() []byte {

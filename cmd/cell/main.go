@@ -49,6 +49,11 @@ type flags struct {
 	containerd string
 	images     string
 	cgroup     string // the cgroup the containers get theirs under
+	// portMap says whether the cell may ask the home router for its port
+	// (auto|on|off, outside.go); timeCheck whether it checks its clock
+	// against the config's NTP servers.
+	portMap   string
+	timeCheck bool
 }
 
 func parseFlags(args []string) (flags, error) {
@@ -63,6 +68,8 @@ func parseFlags(args []string) (flags, error) {
 	fs.StringVar(&f.containerd, "containerd", "", "containerd's socket, for the service containers (default: "+DefaultContainerd+" when it exists; none: no services)")
 	fs.StringVar(&f.cgroup, "cgroup-parent", "/pic", "the cgroup under which each service container gets its own (<parent>/<id>)")
 	fs.StringVar(&f.images, "images", "", "the folder of the services' OCI archives (default: "+DefaultImages+" when it exists, else ./images/out)")
+	fs.StringVar(&f.portMap, "port-map", "auto", "ask the home router to forward the WireGuard port (UPnP, NAT-PMP, PCP) when the config allows: on, off, or auto (on in tun mode)")
+	fs.BoolVar(&f.timeCheck, "time-check", true, "check the clock against the config's NTP servers (false: the ntp part reports the kernel's word alone)")
 	fs.StringVar(&f.setupCodeFile, "setup-code-file", "", "the file with the setup code the wizard asks for until setup is complete (default: DATA/setup-code, made with a new code if absent)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -113,7 +120,7 @@ func run(args []string) error {
 		return err
 	}
 	defer book.Close()
-	for _, c := range []string{"api", "storage", "audit", "cell", "network", "dns", "services"} {
+	for _, c := range []string{"api", "storage", "audit", "cell", "network", "dns", "ntp", "services"} {
 		book.Level(c) // listed by GET /api/logs/verbosity from the start
 	}
 	slog := book.Logger("cell")
@@ -133,7 +140,11 @@ func run(args []string) error {
 	// addresses, which the reconcile loop opens for it once it builds them.
 	resolver := dns.New(dns.Options{Logger: book.Logger("dns")})
 	defer resolver.Shutdown()
-	ts := &tunnelServices{dns: resolver, log: book.Logger("network")}
+	mapPorts, err := portMapOn(f.portMap, f.wgMode)
+	if err != nil {
+		return err
+	}
+	ts := &tunnelServices{dns: resolver, time: newTimeServer(book), log: book.Logger("network")}
 	fp, err := newFrontPart(f.front, f.data)
 	if err != nil {
 		return err
@@ -152,10 +163,11 @@ func run(args []string) error {
 	}
 	svcRuntime := attachServices(&netw, rt, data, imagesDir(f.images), book) // before netw is copied
 	c, err := cell.New(cell.Options{DB: db, Logs: book, Network: netw, OwnTCPPorts: ownTCPPorts(f.listen, fp),
-		Runtime: svcRuntime, DataDir: data})
+		Runtime: svcRuntime, DataDir: data, Outside: outsideParts(f.wan, mapPorts, f.listen, book), TimeChecks: f.timeCheck})
 	if err != nil {
 		return err
 	}
+	ts.time.setState(c.NTP.State) // what the SNTP server on the tunnel answers
 	// First contact: the wizard's changes need the setup code (setupcode.go).
 	if err := setupGate(c.Setup, f.setupCodeFile, f.data, slog); err != nil {
 		return err
@@ -170,7 +182,7 @@ func run(args []string) error {
 	defer fwStop()
 	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings,
 		Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers, DNS: c.DNS, Vault: c.Vault, Caddy: fp.api(),
-		Services: c.Services}).
+		Services: c.Services, Network: c.Outside, Time: c.NTP}).
 		With(httpapi.SystemRoutes(firmware(fwCtx, c, book.Logger("firmware"))))
 	api.Space = db.CheckSpace // a nearly full data partition refuses changes (507)
 	api.UI = ui.Handler()     // the admin and the peer portal, at /

@@ -47,7 +47,7 @@ func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices, fp *
 		return reconcile.Network{}, err
 	}
 	n := reconcile.Network{Mode: mode, Interface: "wg0", Firewall: fw, Links: l, WAN: wan, DefaultWAN: l.DefaultRouteInterface, LANOf: l.LANPrefixes,
-		LocalUDP: []uint16{53}, LocalTCP: []uint16{53}}
+		LocalUDP: []uint16{53, 123}, LocalTCP: []uint16{53}} // DNS, SNTP
 	if host, p, err := net.SplitHostPort(listen); err == nil {
 		if port, err := strconv.ParseUint(p, 10, 16); err == nil {
 			n.LocalTCP = append(n.LocalTCP, uint16(port))

@@ -23,7 +23,8 @@ import (
 // The reconcile loop calls listen once the device has its addresses.
 type tunnelServices struct {
 	dns     *dns.Server
-	apiPort uint16 // the API's port, served inside the stack in netstack mode
+	time    *timeServer // SNTP (UDP 123); nil: none
+	apiPort uint16      // the API's port, served inside the stack in netstack mode
 	log     *slog.Logger
 	// api is the API's handler; set once it exists (the loop may open the
 	// device before main has built it: until then the stack answers 503).
@@ -58,8 +59,8 @@ func upstreams() []string {
 	return dns.ResolvConf(string(raw))
 }
 
-// listen opens DNS (UDP and TCP 53) on every tunnel address, and in netstack
-// mode the API; the closer it returns closes them all.
+// listen opens DNS (UDP and TCP 53) and SNTP (UDP 123) on every tunnel
+// address, and in netstack mode the API; the closer it returns closes them all.
 func (t *tunnelServices) listen(dev wireguard.Device, addrs []netip.Addr) (io.Closer, error) {
 	var us wireguard.Userspace
 	if u, ok := dev.(interface{ Userspace() wireguard.Userspace }); ok {
@@ -88,6 +89,27 @@ func (t *tunnelServices) listen(dev wireguard.Device, addrs []netip.Addr) (io.Cl
 		if err := t.dns.Start(pc, ln); err != nil {
 			c.Close()
 			return nil, err
+		}
+		if t.time != nil {
+			tp := netip.AddrPortFrom(a, 123)
+			var tpc net.PacketConn
+			if us != nil {
+				tpc, err = us.ListenUDP(tp)
+			} else {
+				tpc, err = dns.ListenKernelUDP(tp)
+			}
+			if err != nil {
+				c.Close()
+				return nil, err
+			}
+			c.add(tpc)
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				if err := t.time.srv.Serve(tpc); err != nil {
+					t.log.Debug("SNTP on the tunnel address stopped", "err", err)
+				}
+			}()
 		}
 		if us != nil && t.apiPort != 0 {
 			aln, err := us.ListenTCP(netip.AddrPortFrom(a, t.apiPort))

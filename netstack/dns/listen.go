@@ -16,17 +16,7 @@ import (
 // duplicate address detection when the cell starts serving, and the server
 // must not wait for it.
 func ListenKernel(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if ap.Addr().Is4() {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
-			} else {
-				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
-			}
-		})
-		return errors.Join(err, serr)
-	}}
+	lc := freebind(ap)
 	pc, err := lc.ListenPacket(context.Background(), "udp", ap.String())
 	if err != nil {
 		return nil, nil, err
@@ -37,6 +27,29 @@ func ListenKernel(ap netip.AddrPort) (net.PacketConn, net.Listener, error) {
 		return nil, nil, err
 	}
 	return pc, ln, nil
+}
+
+// ListenKernelUDP is ListenKernel's UDP half alone, for the cell's other
+// UDP services on its tunnel addresses (SNTP).
+func ListenKernelUDP(ap netip.AddrPort) (net.PacketConn, error) {
+	lc := freebind(ap)
+	return lc.ListenPacket(context.Background(), "udp", ap.String())
+}
+
+// freebind is a ListenConfig that may bind an address the interface does not
+// have yet (the tunnel's, while the device comes up).
+func freebind(ap netip.AddrPort) net.ListenConfig {
+	return net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if ap.Addr().Is4() {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
 }
 
 // ResolvConf reads the nameservers of a resolv.conf file's text (the
