@@ -227,8 +227,10 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.setStatus(Status{State: StateOff, Reason: "no default gateway on the uplink: nothing to ask"})
 			next = time.Time{}
 		default:
-			prev := k.Status()
-			k.setStatus(Status{State: StateTrying, External: prev.External, Mapping: current, Renewed: renewed})
+			if current == nil {
+				// A renewal keeps showing the mapping it renews.
+				k.setStatus(Status{State: StateTrying, External: k.Status().External, Renewed: renewed})
+			}
 			var st Status
 			st, clients, current, via = k.attempt(ctx, gateway, local, clients, current, via)
 			if ctx.Err() != nil {
@@ -348,7 +350,7 @@ func (k *Keeper) try(ctx context.Context, gateway, local netip.Addr, clients []C
 		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		m, err := c.Map(mctx, internal, k.o.Port, k.o.Lifetime)
 		cancel()
-		if ctx.Err() != nil {
+		if err != nil && ctx.Err() != nil {
 			return Status{}, clients, current, via, nil
 		}
 		if err != nil {

@@ -50,8 +50,9 @@ func exchange(ctx context.Context, gateway, local netip.Addr, req []byte, accept
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}
-		if ctx.Err() == nil {
-			c.SetReadDeadline(deadline)
+		c.SetReadDeadline(deadline)
+		if ctx.Err() != nil { // ended just before: AfterFunc's deadline was overwritten
+			c.SetReadDeadline(time.Unix(1, 0))
 		}
 		for {
 			n, err := c.Read(buf)
@@ -166,7 +167,8 @@ func pcpNonce(internal netip.AddrPort) (n [12]byte) {
 // announce asks the router whether it speaks PCP (ANNOUNCE, §14.1).
 func (c *pcp) announce(ctx context.Context) error {
 	b, _, err := exchange(ctx, c.gateway, c.local, pcpRequest(pcpOpAnnounce, 0, c.local, nil), func(b []byte) bool {
-		return len(b) >= 24 && (b[0] != pcpVersion || b[1] == 0x80|pcpOpAnnounce)
+		// A NAT-PMP-only router answers in its own version, briefly.
+		return (len(b) >= 4 && b[0] != pcpVersion) || (len(b) >= 24 && b[1] == 0x80|pcpOpAnnounce)
 	})
 	if err != nil {
 		return fmt.Errorf("pcp: %w", err)
@@ -182,11 +184,14 @@ func (c *pcp) do(ctx context.Context, internal netip.AddrPort, external uint16, 
 		client = c.local
 	}
 	b, from, err := exchange(ctx, c.gateway, client, pcpRequest(pcpOpMap, lifetime, client, m), func(b []byte) bool {
+		if len(b) >= 4 && b[0] != pcpVersion {
+			return true // a NAT-PMP-only router's "unsupported version"
+		}
 		if len(b) < 24 {
 			return false
 		}
-		if b[0] != pcpVersion || b[3] != 0 {
-			return b[0] != pcpVersion || b[1] == 0x80|pcpOpMap
+		if b[3] != 0 {
+			return b[1] == 0x80|pcpOpMap
 		}
 		return b[1] == 0x80|pcpOpMap && len(b) >= 36 && [12]byte(b[24:36]) == m.Nonce
 	})

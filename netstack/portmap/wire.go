@@ -195,13 +195,13 @@ type pcpResponse struct {
 // see the opcode.
 func parsePCP(b []byte) (pcpResponse, error) {
 	var r pcpResponse
-	if len(b) < 24 {
-		return r, errShort
-	}
-	if b[0] != pcpVersion {
+	if len(b) >= 2 && b[0] != pcpVersion {
 		// A NAT-PMP-only router answers a PCP request with its own
 		// version and "unsupported version" (RFC 6887 §9).
 		return r, &ResultError{Protocol: PCP, Code: 1, Text: fmt.Sprintf("unsupported version (the router speaks version %d)", b[0])}
+	}
+	if len(b) < 24 {
+		return r, errShort
 	}
 	if b[1]&0x80 == 0 {
 		return r, errors.New("a PCP request, not a response")
