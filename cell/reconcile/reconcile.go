@@ -89,6 +89,12 @@ type Network struct {
 	HostAddrs  func(wan string) []netip.Addr
 	// Services runs the service containers; optional (its zero value: none).
 	Services Services
+	// WatchUplink fires when an address, a route or a link changes
+	// (rtnetlink: uplink.Watch); optional. The loop then looks at the
+	// uplink again and rebuilds when what it builds from changed (the WAN
+	// interface the NAT goes out of, the LAN networks, the front's
+	// addresses): a new DHCP lease or default route is taken up at once.
+	WatchUplink func(ctx context.Context) <-chan struct{}
 }
 
 // Front is the front as the loop drives it: Set is idempotent.
@@ -122,6 +128,9 @@ type Loop struct {
 	listened []netip.Addr // the addresses Listen last served
 	listener io.Closer
 	wanWatch atomic.Bool // a watcher looks for the uplink (retryWAN)
+	// uplinkKey is what the last full build took from the uplink (WAN, LAN,
+	// the front's addresses), for the rtnetlink watcher to compare with.
+	uplinkKey atomic.Pointer[string]
 	closed   atomic.Bool // Close ran: the watcher stops
 
 	live atomic.Pointer[plan.Live]
@@ -215,6 +224,14 @@ func (l *Loop) Sync(ctx context.Context) error {
 // Run applies changes until ctx ends. Close, after Run has returned, tears the
 // parts down.
 func (l *Loop) Run(ctx context.Context) {
+	if l.n.WatchUplink != nil {
+		events := l.n.WatchUplink(ctx)
+		go func() {
+			for range events {
+				l.uplinkChanged()
+			}
+		}()
+	}
 	if sup := l.n.Services.Supervisor; sup != nil {
 		done := make(chan struct{})
 		go func() { defer close(done); sup.Run(ctx) }()
@@ -447,6 +464,39 @@ func peerOf(db *storage.DB, tx *storage.Tx, p storage.Peer) (plan.Peer, error) {
 		Enabled: p.Enabled, Policy: p.Policy}, nil
 }
 
+// uplinkFacts is what a build takes from the uplink, as one comparable string.
+func (l *Loop) uplinkFacts(cfgWAN string) string {
+	wan := l.wan(cfgWAN)
+	h := plan.Host{WAN: wan, LAN: l.n.LAN}
+	if l.n.HostAddrs != nil && l.n.Front != nil {
+		h.HostAddrs = l.n.HostAddrs(wan)
+	}
+	if len(l.n.LAN) == 0 && l.n.LANOf != nil && wan != "" {
+		h.LAN, _ = l.n.LANOf(wan)
+	}
+	return uplinkKey(h)
+}
+
+// uplinkKey is the part of a build's host facts that come from the uplink.
+func uplinkKey(h plan.Host) string { return fmt.Sprint(h.WAN, " front ", h.HostAddrs, " lan ", h.LAN) }
+
+// uplinkChanged is the rtnetlink watcher's: a full rebuild when the uplink
+// the last build used is not the uplink now.
+func (l *Loop) uplinkChanged() {
+	last := l.uplinkKey.Load()
+	if last == nil || l.closed.Load() {
+		return // nothing built yet: the first build reads the uplink anyway
+	}
+	cfgWAN := "auto"
+	if doc, found, err := config.Load(l.db); err == nil && found {
+		cfgWAN = doc.Network().WANInterface
+	}
+	if now := l.uplinkFacts(cfgWAN); now != *last {
+		l.log.Info("the uplink changed: rebuilding", "was", *last, "now", now)
+		l.noteFull()
+	}
+}
+
 func (l *Loop) wan(cfg string) string {
 	switch {
 	case l.n.WAN != "":
@@ -568,6 +618,8 @@ func (l *Loop) applyAll() error {
 	if err != nil {
 		wg = storage.PartStatus{State: storage.StateDegraded, Reason: err.Error()}
 	}
+	key := uplinkKey(s.Host)
+	l.uplinkKey.Store(&key)
 	l.publish(func(v *plan.Live) {
 		v.Running, v.WAN, v.LAN, v.WireGuard, v.DNS = true, s.Host.WAN, s.Host.LAN, wg, dnsState
 		v.Addresses = d.Addresses

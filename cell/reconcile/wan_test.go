@@ -73,3 +73,57 @@ func TestUplinkFoundLaterRebuildsOnce(t *testing.T) {
 		t.Errorf("the firewall was rebuilt %d times, want 2 (start, uplink found)", got)
 	}
 }
+
+// An rtnetlink event rebuilds when the uplink the last build used changed
+// (a new default route), and only then.
+func TestUplinkEventRebuildsWhenTheUplinkChanged(t *testing.T) {
+	db, err := storage.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	doc := map[string]any{"cell": config.Cell{Name: "home", Domain: "home.example.org"},
+		"network": config.Network{WGPort: 51820, SubnetV4: "10.77.0.0/24", WANInterface: "auto"}}
+	if err := db.Settings().CompleteSetup(doc, storage.User{Username: "admin", Role: storage.RoleAdmin}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wan atomic.Pointer[string]
+	first := "eth0"
+	wan.Store(&first)
+	events := make(chan struct{}, 1)
+	fw := &countingFirewall{Fake: &firewall.Fake{}}
+	n := Network{Mode: "tun", Interface: "wg0", Firewall: fw, Links: &links.Fake{},
+		DefaultWAN:  func() (string, error) { return *wan.Load(), nil },
+		WatchUplink: func(context.Context) <-chan struct{} { return events },
+		Open:        func([]netip.Addr) (wireguard.Device, error) { return wireguard.NewFake(), nil }}
+	l := New(db, n, slog.New(slog.DiscardHandler), rand.Reader)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done; l.Close() }()
+	if err := l.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l.Live().WAN != "eth0" || fw.sets.Load() != 1 {
+		t.Fatalf("first build: wan %q, %d firewall sets", l.Live().WAN, fw.sets.Load())
+	}
+	// An event with nothing changed rebuilds nothing.
+	events <- struct{}{}
+	time.Sleep(100 * time.Millisecond)
+	if got := fw.sets.Load(); got != 1 {
+		t.Errorf("an event without a change rebuilt the firewall (%d sets)", got)
+	}
+	second := "eth1"
+	wan.Store(&second)
+	events <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Live().WAN != "eth1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the new uplink was not taken up: %+v", l.Live())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := fw.sets.Load(); got != 2 {
+		t.Errorf("the firewall was built %d times, want 2", got)
+	}
+}

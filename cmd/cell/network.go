@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"github.com/pic-cell/cell/cell/reconcile"
 	"github.com/pic-cell/cell/netstack/firewall"
 	"github.com/pic-cell/cell/netstack/links"
+	"github.com/pic-cell/cell/netstack/uplink"
 	"github.com/pic-cell/cell/netstack/wireguard"
 )
 
@@ -32,6 +34,7 @@ func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices, fp *
 				return wireguard.Open(wireguard.Options{Mode: wireguard.ModeNetstack, Addresses: addrs, Logger: wgLog})
 			}}
 		fp.attach(&n)
+		n.WatchUplink = watchUplink(book)
 		return ts.attach(n), nil
 	case "tun":
 	default:
@@ -58,7 +61,15 @@ func network(mode, wan, listen string, book *logs.Book, ts *tunnelServices, fp *
 		return wireguard.Open(wireguard.Options{Mode: wireguard.ModeTUN, Name: "wg0", UAPI: true, Logger: wgLog})
 	}
 	fp.attach(&n)
+	n.WatchUplink = watchUplink(book)
 	return ts.attach(n), nil
+}
+
+// watchUplink hears rtnetlink's address, route and link changes, for the
+// loop to take a new uplink up at once.
+func watchUplink(book *logs.Book) func(ctx context.Context) <-chan struct{} {
+	log := book.Logger("network")
+	return func(ctx context.Context) <-chan struct{} { return uplink.Watch(ctx, log) }
 }
 
 // openAPI returns fw, made to open the API's port from everywhere
