@@ -21,7 +21,9 @@ import (
 // The router masquerades the LAN behind its WAN address (nftables, in its
 // own namespace) and forwards nothing inwards except what was DNATed (by
 // miniupnpd's rules, once StartMiniUPnPd runs). The internet namespace has
-// no route to the LAN: only the router's mappings reach the cell.
+// no route to the LAN: only the router's mappings reach the cell. SSDP's
+// multicast (239.255.255.250) needs no route of its own: the cell's
+// default route goes out of eth0, where miniupnpd listens.
 type Home struct {
 	Internet, Router, LAN, Phone *NS
 

@@ -38,7 +38,8 @@
 // with a short deadline of its own so that a dead router cannot hold up
 // shutdown. Its Status says in plain words what happened, including the case
 // no mapping can fix: a router whose own public address is in 100.64.0.0/10
-// (carrier-grade NAT), where the cell cannot be reached without a relay.
+// (carrier-grade NAT), where the cell cannot be reached without a relay,
+// and one whose public address is private (a second router in front).
 //
 // Fake is an in-memory Client for other packages' unit tests.
 package portmap
