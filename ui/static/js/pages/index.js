@@ -8,6 +8,7 @@ import dashboard from "./dashboard.js";
 import peers from "./peers.js";
 import routing from "./routing.js";
 import dns from "./dns.js";
+import network from "./network.js";
 import services from "./services.js";
 import containers from "./containers.js";
 import audit from "./audit.js";
@@ -16,4 +17,4 @@ import vault from "./vault.js";
 import system from "./system.js";
 import portal from "./portal.js";
 
-export const pages = [setup, login, account, dashboard, peers, routing, dns, services, containers, audit, logs, vault, system, portal];
+export const pages = [setup, login, account, dashboard, peers, routing, dns, network, services, containers, audit, logs, vault, system, portal];

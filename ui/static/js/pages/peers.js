@@ -1,7 +1,11 @@
 // The peers page: the list with each peer's tunnel state, adding a peer (its
 // QR code on screen at once, the config to download, the one-time password
 // shown once), and per peer: enable/disable, where it may go, the QR code
-// again, and deleting with a confirm step in the page.
+// again, and deleting with a confirm step in the page. A peer whose config
+// names an endpoint that is no longer the cell's carries a "config outdated"
+// mark that shows its QR code (showing it hands the new config out);
+// #/peers?show=<name> opens a peer's QR code at once (the Network page links
+// there).
 import { get, post, put, del, esc, ApiError } from "../api.js";
 import { h, mount, field, errorBox, busy, toast, when, bytes } from "../dom.js";
 
@@ -35,8 +39,10 @@ export default {
 
     // showPeer puts a peer's QR code (and, right after adding, its one-time
     // password) at the top of the page.
-    const showPeer = (name, created) => {
-      const close = h("button", { type: "button", class: "secondary", id: "peer-shown-close", onclick: () => { mount(shown); form.querySelector("#peer-name").focus(); } }, "Done");
+    // outdated: the peer's config was outdated, so Done reloads the list
+    // (the config just shown is the current one).
+    const showPeer = (name, created, outdated) => {
+      const close = h("button", { type: "button", class: "secondary", id: "peer-shown-close", onclick: async () => { mount(shown); form.querySelector("#peer-name").focus(); if (outdated) await load(); } }, "Done");
       mount(shown, h("section", { class: "peer-shown", "aria-labelledby": "peer-shown-h" },
         h("h2", { id: "peer-shown-h", tabindex: "-1" }, created ? `${name} is added: scan this code` : `Connect ${name}`),
         h("p", {}, "In the WireGuard app on the device: add a tunnel, then scan this code. On a computer, download the config and import it."),
@@ -127,7 +133,11 @@ export default {
         h("th", { scope: "row" }, p.name, p.description ? h("div", { class: "muted" }, p.description) : null),
         h("td", { "data-label": "Address", class: "mono" }, p.ipv4, p.ipv6 ? h("div", {}, p.ipv6) : null),
         h("td", { "data-label": "State" }, h("span", { class: p.enabled ? "state-ok" : "state-down" }, p.enabled ? "enabled" : "disabled"),
-          h("div", { class: "muted" }, p.route === "split" ? "split tunnel" : "all traffic")),
+          h("div", { class: "muted" }, p.route === "split" ? "split tunnel" : "all traffic"),
+          p.config_outdated ? h("div", {}, h("button", {
+            type: "button", class: "badge-outdated", id: `peer-outdated-${p.name}`,
+            "aria-label": `${p.name}: config outdated: send again`, onclick: () => showPeer(p.name, null, true),
+          }, "config outdated: send again")) : null),
         h("td", { "data-label": "Last handshake" }, when(hs)),
         h("td", { "data-label": "Traffic", class: "nowrap" }, `${bytes(rx)} in`, h("br"), `${bytes(tx)} out`),
         h("td", { "data-label": "May reach" }, policy),
@@ -161,5 +171,8 @@ export default {
     });
 
     await load();
+    const ask = ctx.params.get("show");
+    const askedRow = ask && list.querySelector(`#peer-row-${CSS.escape(ask)}`);
+    if (askedRow) showPeer(ask, null, !!askedRow.querySelector(".badge-outdated"));
   },
 };

@@ -1,7 +1,9 @@
 // The first-run wizard: the setup code first (it opens every change of the
 // wizard), the CA fingerprint to compare, then each step's fields as GET
 // /api/setup/step describes them, and the completion. The code is kept in
-// memory only (never in storage): a reload asks for it again.
+// memory only (never in storage): a reload asks for it again. Each step and
+// field shows the cell's own description (what it decides, in plain words)
+// beside the page's words for it (labels, and the form a value takes).
 import { call, get, ApiError } from "../api.js";
 import { h, mount, field, errorBox, busy, toast } from "../dom.js";
 
@@ -18,11 +20,12 @@ const fieldText = {
   username: ["Admin username", "Letters, digits, dots, dashes and underscores."],
   password: ["Admin password", "At least the length the cell asks for; a sentence is easier to remember."],
   name: ["Cell name", ""],
-  domain: ["Domain", "For example home.arpa."],
-  wg_port: ["WireGuard port (UDP)", "Open this port on your router towards the cell."],
+  domain: ["Domain", ""],
+  wg_port: ["WireGuard port (UDP)", "The cell asks your home router to forward it (UPnP, NAT-PMP or PCP); where the router cannot, forward it by hand."],
   subnet_v4: ["IPv4 subnet for peers", "In CIDR form, e.g. 10.77.0.0/24."],
   subnet_v6: ["IPv6 subnet for peers", "A unique local /64 chosen for this cell; leave empty to keep it."],
   wan_interface: ["Internet interface", "\"auto\" finds the interface with the default route."],
+  endpoint: ["Endpoint (public name or address)", "For example home.example.org, or 198.51.100.7:51820."],
 };
 
 function labelOf(name) {
@@ -142,6 +145,8 @@ export default {
         return;
       }
       const [title, intro] = stepText[st.name] || [labelOf(st.name), ""];
+      // joined puts the cell's description and the page's words in one hint.
+      const joined = (...parts) => parts.filter(Boolean).join(" ");
       const errs = h("div", { id: "setup-error", tabindex: "-1" });
       const inputs = [];
       for (const f of st.fields || []) {
@@ -155,7 +160,7 @@ export default {
           attrs.spellcheck = "false";
         }
         if (f.default !== undefined && f.default !== null) attrs.value = String(f.default);
-        const hint = fieldText[f.name] ? fieldText[f.name][1] : "";
+        const hint = joined(f.description, fieldText[f.name] ? fieldText[f.name][1] : "");
         inputs.push(field(labelOf(f.name) + (f.required ? "" : " (optional)"), attrs, hint || undefined));
         if (f.type === "password") {
           inputs.push(field("Repeat the password", { id: `setup-${f.name}-repeat`, type: "password", autocomplete: "new-password", required: f.required }));
@@ -163,7 +168,9 @@ export default {
       }
       const next = h("button", { type: "submit", id: "setup-next" }, "Save and continue");
       const form = h("form", { id: `setup-step-${st.name}`, novalidate: true },
-        h("h2", {}, title), intro ? h("p", {}, intro) : null, errs, inputs,
+        h("h2", {}, title),
+        st.description ? h("p", { id: `setup-step-${st.name}-description` }, st.description) : null,
+        intro ? h("p", { class: "muted" }, intro) : null, errs, inputs,
         h("div", { class: "actions" }, next));
       form.addEventListener("submit", (ev) => {
         ev.preventDefault();
