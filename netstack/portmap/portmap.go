@@ -5,12 +5,12 @@
 // Routers speak one (or several) of three protocols, and the package speaks
 // all three:
 //
-//   - PCP (RFC 6887), the MAP opcode, written here (pcp.go): one UDP round
+//   - PCP (RFC 6887), the MAP opcode, written here (wire.go, pmp.go): one UDP round
 //     trip to the gateway's port 5351, a lease, the external address in the
 //     answer. The client's IPv4 address travels as an IPv4-mapped IPv6
 //     address, as the RFC requires.
 //   - NAT-PMP (RFC 6886), PCP's predecessor on the same port, also written
-//     here (natpmp.go): it is a dozen bytes each way, and sharing the
+//     here: it is a dozen bytes each way, and sharing the
 //     retransmission code with PCP is simpler than adapting a library.
 //   - UPnP IGD (WANIPConnection v1 and v2, WANPPPConnection v1) through
 //     github.com/huin/goupnp: SSDP discovery from the cell's address on the
@@ -20,8 +20,9 @@
 //
 // Discover probes all three at once within the caller's deadline and returns
 // the clients that answered, in order of preference: PCP, NAT-PMP, UPnP. The
-// two port-5351 protocols come first because each is one datagram with a
-// real lease and reports the external address with the mapping; UPnP needs
+// two port-5351 protocols come first because each maps with a datagram each
+// way and a real lease (PCP even reports the external address in the same
+// answer); UPnP needs
 // HTTP, XML and SOAP, and many IGDs handle leases badly (some refuse any
 // lease but "forever", so the UPnP client retries with 0 and the Keeper's
 // deletion at shutdown matters all the more). Tailscale's portmapper makes
@@ -34,12 +35,16 @@
 // of the cell's address (deleting the old mapping, then trying the protocol
 // that worked before on the new uplink at once, and discovering again only
 // when that fails: a discovery waits over a second for SSDP answers), and
-// removes the mapping when its context ends,
-// with a short deadline of its own so that a dead router cannot hold up
-// shutdown. Its Status says in plain words what happened, including the case
+// removes the mapping when its context ends, with a short deadline of its
+// own so that a dead router cannot hold up shutdown. Its Status says in plain words what happened, including the case
 // no mapping can fix: a router whose own public address is in 100.64.0.0/10
 // (carrier-grade NAT), where the cell cannot be reached without a relay,
 // and one whose public address is private (a second router in front).
+//
+// Sockets are opened from several goroutines (the probes run at once, and
+// net/http dials from its own), so the process using the package must live
+// in the uplink's network namespace: one thread switched into it is not
+// enough. The tests run the Keeper in a child process for that reason.
 //
 // Fake is an in-memory Client for other packages' unit tests.
 package portmap
