@@ -163,7 +163,7 @@ func (x *Outside) Status(ctx context.Context) (Status, error) {
 	st.Endpoint.ResolvesTo, st.Endpoint.Warnings = x.checkEndpoint(ctx, ep.Host, pub)
 
 	if x.o.OutdatedConfigs != nil {
-		if names, err := x.o.OutdatedConfigs(); err == nil {
+		if names, err := x.o.OutdatedConfigs(); err == nil && len(names) > 0 {
 			st.ResendConfigs = names
 		}
 	}
