@@ -54,6 +54,9 @@ const (
 // the handshake, browses the internet through the cell (forwarded and
 // masqueraded), reaches the admin API on the cell's tunnel address, pings it
 // and resolves the household's names and forwarded ones through it. The admin API stays reachable from the LAN once the firewall is built.
+// Last, on the same VM, the cell says how the outside reaches it (GET
+// /api/network) and what its clock says (GET /api/ntp), and its SNTP server
+// answers the phone through the tunnel (outside_test.go).
 func TestPhoneThroughTunnel(t *testing.T) {
 	needVM(t)
 	nstest.RequireRoot(t)
@@ -292,6 +295,10 @@ func TestPhoneThroughTunnel(t *testing.T) {
 			t.Fatalf("the admin API from the LAN with the phone connected: %v", err)
 		}
 	})
+
+	// How the outside reaches the cell and its time (outside_test.go), on
+	// the same VM.
+	checkOutsideAndTime(t, a, phone)
 }
 
 // serveCallerAddr answers every request on addr (inside ns) with the caller's
