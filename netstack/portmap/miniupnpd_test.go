@@ -354,6 +354,25 @@ func TestMapThroughMiniUPnPd(t *testing.T) {
 			}
 		})
 	}
+	t.Run("upnp through a stateful firewall", func(t *testing.T) {
+		// The cell's own input chain in tun mode drops what is not a reply:
+		// the SSDP group's answers are not (they come from the gateway's
+		// address, not the group's), the gateway's answer to the search
+		// sent straight to it is.
+		h := nstest.NewHome(t, nstest.HomeOptions{})
+		mu := h.StartMiniUPnPd(t, nstest.MiniUPnPdOptions{UPnP: true})
+		h.LAN.Exec(t, "nft", "add table inet cellfw")
+		h.LAN.Exec(t, "nft", "add chain inet cellfw input { type filter hook input priority filter; policy drop; }")
+		h.LAN.Exec(t, "nft", "add rule inet cellfw input iifname lo accept")
+		h.LAN.Exec(t, "nft", "add rule inet cellfw input ct state established,related accept")
+		k := startKeeper(t, h.LAN, UPnP)
+		k.send("set %s %s", h.RouterLAN, h.CellLAN)
+		s := k.wait("mapped", 15*time.Second, func(s Status) bool { return s.State == StateMapped || s.State == StateFailing })
+		if s.State != StateMapped || s.Mapping.Protocol != UPnP {
+			t.Fatalf("status %+v\nminiupnpd:\n%s", s, mu.Output())
+		}
+		k.stop()
+	})
 	t.Run("no protocol", func(t *testing.T) {
 		// The router does NAT but runs no miniupnpd: the Keeper says so
 		// within its discovery deadline and names the manual way.

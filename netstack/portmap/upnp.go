@@ -1,9 +1,13 @@
 package portmap
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -137,6 +141,26 @@ func discoverUPnP(ctx context.Context, gateway, local netip.Addr) ([]Client, err
 		errs []error
 		wg   sync.WaitGroup
 	)
+	// The search goes to the SSDP group and, the same, to the gateway itself:
+	// the group's answers come from the gateway's own address, which a
+	// stateful firewall on the cell (tun mode's input chain) does not take
+	// for a reply and drops; the gateway's answer to a datagram sent to it is
+	// one. miniupnpd and most IGDs answer a search sent straight to them.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		found, err := unicastSearch(sctx, gateway, local)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, loc := range found {
+			if h, err := netip.ParseAddr(loc.Hostname()); err == nil && h.Unmap() == gateway {
+				locs[loc.String()] = loc
+			}
+		}
+	}()
 	for _, st := range igdTargets {
 		wg.Add(1)
 		go func() {
@@ -213,4 +237,45 @@ func discoverUPnP(ctx context.Context, gateway, local netip.Addr) ([]Client, err
 		return nil, fmt.Errorf("upnp: the gateway's device has no WAN connection service: %w", errors.Join(errs...))
 	}
 	return out, nil
+}
+
+// unicastSearch sends one SSDP M-SEARCH for each IGD type to the gateway's
+// port 1900 from one socket and reads the answers' LOCATIONs until ctx ends.
+func unicastSearch(ctx context.Context, gateway, local netip.Addr) ([]*url.URL, error) {
+	var d net.Dialer
+	if local.IsValid() {
+		d.LocalAddr = &net.UDPAddr{IP: local.AsSlice()}
+	}
+	conn, err := d.DialContext(ctx, "udp4", netip.AddrPortFrom(gateway, 1900).String())
+	if err != nil {
+		return nil, fmt.Errorf("upnp: search at the gateway: %w", err)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
+	defer stop()
+	for _, st := range igdTargets {
+		req := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: " + st + "\r\n\r\n"
+		if _, err := conn.Write([]byte(req)); err != nil {
+			return nil, fmt.Errorf("upnp: search at the gateway: %w", err)
+		}
+	}
+	var out []*url.URL
+	buf := make([]byte, 2048)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return out, nil
+			}
+			return out, fmt.Errorf("upnp: search at the gateway: %w", err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(buf[:n])), nil)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if loc, err := resp.Location(); err == nil && (loc.Scheme == "http" || loc.Scheme == "https") {
+			out = append(out, loc)
+		}
+	}
 }
