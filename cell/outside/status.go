@@ -179,7 +179,7 @@ func (x *Outside) Status(ctx context.Context) (Status, error) {
 	}
 	if m != nil {
 		if ps := m.Status(); ps.Mapping != nil && int(ps.Mapping.External.Port()) != ep.Port {
-			st.Warnings = append(st.Warnings, fmt.Sprintf("the home router forwards outside port %d to the cell, but the devices dial port %d: set network.endpoint to %s:%d", ps.Mapping.External.Port(), ep.Port, ep.Host, ps.Mapping.External.Port()))
+			st.Warnings = append(st.Warnings, fmt.Sprintf("the home router forwards outside port %d to the cell, but the devices dial port %d: set network.endpoint to %s", ps.Mapping.External.Port(), ep.Port, config.Endpoint{Host: ep.Host, Port: int(ps.Mapping.External.Port())}))
 		}
 	}
 	if st.DDNS.State == "failing" || st.DDNS.State == "refused" {
