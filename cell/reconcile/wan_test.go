@@ -27,21 +27,28 @@ func (f *countingFirewall) Set(rs firewall.Ruleset) error {
 	return f.Fake.Set(rs)
 }
 
-// A cell that starts before DHCP has given a default route looks for it
-// without rebuilding, and rebuilds once, with the uplink, when it appears.
-func TestUplinkFoundLaterRebuildsOnce(t *testing.T) {
-	wanFirstWait = 10 * time.Millisecond
-	defer func() { wanFirstWait = 5 * time.Second }()
+// setUpDB is a database of a cell whose setup is complete.
+func setUpDB(t *testing.T) *storage.DB {
+	t.Helper()
 	db, err := storage.Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	doc := map[string]any{"cell": config.Cell{Name: "home", Domain: "home.example.org"},
 		"network": config.Network{WGPort: 51820, SubnetV4: "10.77.0.0/24", WANInterface: "auto"}}
 	if err := db.Settings().CompleteSetup(doc, storage.User{Username: "admin", Role: storage.RoleAdmin}, nil); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+// A cell that starts before DHCP has given a default route looks for it
+// without rebuilding, and rebuilds once, with the uplink, when it appears.
+func TestUplinkFoundLaterRebuildsOnce(t *testing.T) {
+	wanFirstWait = 10 * time.Millisecond
+	defer func() { wanFirstWait = 5 * time.Second }()
+	db := setUpDB(t)
 	var lookups atomic.Int32
 	fw := &countingFirewall{Fake: &firewall.Fake{}}
 	n := Network{Mode: "tun", Interface: "wg0", Firewall: fw, Links: &links.Fake{},
@@ -77,16 +84,7 @@ func TestUplinkFoundLaterRebuildsOnce(t *testing.T) {
 // An rtnetlink event rebuilds when the uplink the last build used changed
 // (a new default route), and only then.
 func TestUplinkEventRebuildsWhenTheUplinkChanged(t *testing.T) {
-	db, err := storage.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	doc := map[string]any{"cell": config.Cell{Name: "home", Domain: "home.example.org"},
-		"network": config.Network{WGPort: 51820, SubnetV4: "10.77.0.0/24", WANInterface: "auto"}}
-	if err := db.Settings().CompleteSetup(doc, storage.User{Username: "admin", Role: storage.RoleAdmin}, nil); err != nil {
-		t.Fatal(err)
-	}
+	db := setUpDB(t)
 	var wan atomic.Pointer[string]
 	first := "eth0"
 	wan.Store(&first)
