@@ -111,7 +111,9 @@ func New(o Options) *NTP {
 
 // servers are the configured servers (the defaults before setup).
 func (n *NTP) serversNow() []string {
-	s := Section{Servers: clock.DefaultServers}
+	// A copy: decoding into a slice reuses its array, which would overwrite
+	// the package's defaults with the configured servers.
+	s := Section{Servers: append([]string(nil), clock.DefaultServers...)}
 	if n.o.Settings != nil {
 		if doc, err := n.o.Settings.Config(); err == nil {
 			doc.Decode("ntp", &s)
