@@ -5,19 +5,22 @@
 // the endpoint is edited here too (the config's network.endpoint), with the
 // warning that changing it means sending every device its config again.
 // Then the facts behind it: the uplink and the public address, the port the
-// home router forwards (UPnP, NAT-PMP or PCP), dynamic DNS with its settings
+// home router forwards (UPnP, NAT-PMP or PCP) and the settings of the
+// outside (asking the router at all, the URLs that tell the public address
+// and echo the reachability test: empty unless the admin names a service, as
+// no third party should learn of the cell unasked), dynamic DNS with its settings
 // (the provider's secret is a password field that is never filled in: the
 // page only says whether one is stored, and leaving it empty keeps it), the
 // clock, and a diagnostics form that runs one test on the cell and shows its
 // answer. Each part loads and fails on its own, so one broken call never
 // blanks the page.
 import { get, post, put, ApiError } from "../api.js";
-import { h, mount, field, errorBox, busy, toast, when, table } from "../dom.js";
+import { h, mount, field, checkbox, errorBox, busy, toast, when, table } from "../dom.js";
 
 const providers = [
   { value: "off", label: "Off" },
-  { value: "rfc2136", label: "DNS dynamic update (RFC 2136, TSIG): BIND, Knot, PowerDNS" },
-  { value: "dyndns2", label: "dyndns2 over HTTPS: most commercial providers" },
+  { value: "rfc2136", label: "RFC 2136 update (BIND, Knot, PowerDNS)" },
+  { value: "dyndns2", label: "dyndns2 (most commercial providers)" },
 ];
 const algorithms = ["hmac-sha256", "hmac-sha224", "hmac-sha384", "hmac-sha512", "hmac-sha1"];
 
@@ -75,6 +78,22 @@ export default {
       h("div", { class: "field" }, h("label", { for: "net-endpoint-input" }, "Endpoint (public name or address)"), epInput, epHint),
       h("div", { class: "actions" }, epBtn));
 
+    // The "outside" section of the config.
+    const reachErr = h("div", { id: "net-reach-error", tabindex: "-1" });
+    const reachBtn = h("button", { type: "submit", id: "net-reach-save" }, "Save these settings");
+    const reachForm = h("form", { id: "net-reach-form", novalidate: true, "aria-labelledby": "net-reach-h" },
+      h("h3", { id: "net-reach-h" }, "Settings"),
+      reachErr,
+      checkbox("Ask the home router to forward the port", { id: "net-reach-portmap", name: "port_mapping" }),
+      h("p", { class: "hint" }, "Off for a router whose port forward you set up by hand."),
+      field("Address-discovery URL (optional)", { id: "net-reach-public-url", name: "public_address_url", type: "url", autocomplete: "off", spellcheck: "false" },
+        "Answers with the asker's address as text, like https://api.ipify.org. Asked only when neither the uplink nor the router tells the public address; empty: never asked."),
+      field("Echo service URL (optional)", { id: "net-reach-echo-url", name: "echo_url", type: "url", autocomplete: "off", spellcheck: "false" },
+        "The outside service the reachability test asks to send a packet to the endpoint; empty: that test is unavailable."),
+      field("Look at the public address again every (minutes)", { id: "net-reach-check", name: "check_minutes", type: "number", min: 1, max: 1440, inputmode: "numeric" },
+        "Also at once whenever the uplink changes: 1 to 1440."),
+      h("div", { class: "actions" }, reachBtn));
+
     // Dynamic DNS: one form, the fields of the chosen provider shown.
     const ddnsErr = h("div", { id: "net-ddns-error", tabindex: "-1" });
     const secretState = h("p", { class: "hint", id: "net-ddns-secret-state" });
@@ -120,7 +139,7 @@ export default {
     mount(main, h("h1", {}, "Network"),
       h("section", { "aria-labelledby": "net-summary-h" }, h("h2", { id: "net-summary-h" }, "How phones reach this cell"), summary, epForm),
       h("section", { "aria-labelledby": "net-uplink-h" }, h("h2", { id: "net-uplink-h" }, "The home's connection"), uplinkBox),
-      h("section", { "aria-labelledby": "net-portmap-h" }, h("h2", { id: "net-portmap-h" }, "The port on the home router"), portBox),
+      h("section", { "aria-labelledby": "net-portmap-h" }, h("h2", { id: "net-portmap-h" }, "The port on the home router"), portBox, reachForm),
       h("section", { "aria-labelledby": "net-ddns-h" }, h("h2", { id: "net-ddns-h" }, "Dynamic DNS"),
         h("p", { class: "muted" }, "Keeps the endpoint's name pointing at the home's public address when the address changes."),
         ddnsBox, ddnsForm),
@@ -185,7 +204,7 @@ export default {
         h("p", { class: "muted" }, "The cell asks the home router (UPnP IGD, NAT-PMP or PCP) to forward the WireGuard port to it, and renews the mapping before it ends."),
         h("dl", { class: "facts", id: "net-portmap-facts" },
           fact("Asking the router", m.enabled ? "on" : "off (the port is forwarded by hand)"),
-          fact("State", h("span", { class: stateClass(m.state === "mapped", m.state === "failing"), id: "net-portmap-state" }, portStates[m.state] || m.state || "unknown")),
+          fact("State", h("span", { class: m.state === "off" ? "" : stateClass(m.state === "mapped", m.state === "failing"), id: "net-portmap-state" }, portStates[m.state] || m.state || "unknown")),
           m.protocol ? fact("Protocol", m.protocol) : null,
           m.internal ? fact("Inside", m.internal, { class: "mono" }) : null,
           m.external ? fact("Outside (the router's public side)", m.external, { class: "mono" }) : null,
@@ -372,14 +391,47 @@ export default {
       }
     };
 
-    const loadEndpoint = async () => {
+    // fillReach puts the config's "outside" section in its form.
+    const fillReach = (r) => {
+      reachForm.querySelector("#net-reach-portmap").checked = !!r.port_mapping;
+      reachForm.querySelector("#net-reach-public-url").value = r.public_address_url || "";
+      reachForm.querySelector("#net-reach-echo-url").value = r.echo_url || "";
+      reachForm.querySelector("#net-reach-check").value = String(r.check_minutes || 10);
+    };
+
+    const loadConfig = async () => {
       try {
         const cfg = await get("/api/config");
         epInput.value = (cfg.network && cfg.network.endpoint) || "";
+        fillReach(cfg.outside || { port_mapping: true, check_minutes: 10 });
       } catch (e) {
         mount(epErr, errorBox(e));
+        mount(reachErr, errorBox(e));
       }
     };
+
+    reachForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const v = (id) => reachForm.querySelector(`#${id}`).value.trim();
+      const outside = {
+        port_mapping: reachForm.querySelector("#net-reach-portmap").checked,
+        public_address_url: v("net-reach-public-url"),
+        echo_url: v("net-reach-echo-url"),
+        check_minutes: Number(v("net-reach-check") || 10),
+      };
+      busy(reachBtn, "Saving…", async () => {
+        try {
+          const cfg = await put("/api/config", { outside });
+          mount(reachErr);
+          fillReach(cfg.outside || outside);
+          toast("The settings are saved: the cell looks at the public address and the router again.");
+          await loadStatus();
+        } catch (e) {
+          mount(reachErr, errorBox(e));
+          reachErr.focus();
+        }
+      });
+    });
 
     const loadTime = async () => {
       let t;
@@ -402,7 +454,7 @@ export default {
         fact("The cell's time", when(t.time))));
     };
 
-    const [, d] = await Promise.all([loadStatus(), loadDDNS(), loadEndpoint(), loadTime()]);
+    const [, d] = await Promise.all([loadStatus(), loadDDNS(), loadConfig(), loadTime()]);
     if (d) fillDDNS(d);
     else showProvider();
   },
