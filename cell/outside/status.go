@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pic-cell/cell/cell/config"
@@ -174,7 +175,7 @@ func (x *Outside) Status(ctx context.Context) (Status, error) {
 	if st.PortMapping.CGNAT && !pub.CGNAT {
 		st.Warnings = append(st.Warnings, st.PortMapping.Reason)
 	}
-	if reach.PortMapping && st.PortMapping.State == portmap.StateFailing && st.PortMapping.Reason != "" {
+	if reach.PortMapping && st.PortMapping.State == portmap.StateFailing && st.PortMapping.Reason != "" && !strings.Contains(pub.Error, st.PortMapping.Reason) {
 		st.Warnings = append(st.Warnings, "port mapping: "+st.PortMapping.Reason)
 	}
 	if m != nil {
