@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -275,18 +276,24 @@ type homeCell struct {
 	a       *api
 }
 
-func startHomeCell(t testing.TB, home nstest.HomeOptions, upnp nstest.MiniUPnPdOptions) *homeCell {
+// startHomeCell builds the Home, miniupnpd and, with services, BIND, the
+// time server and the echo service; then starts the daemon and sets it up.
+func startHomeCell(t testing.TB, home nstest.HomeOptions, upnp nstest.MiniUPnPdOptions, services bool) *homeCell {
 	t.Helper()
 	h := nstest.NewHome(t, home)
 	c := &homeCell{h: h}
-	c.bind = nstest.StartBIND(t, h.Internet, h.InternetPhone, outsideZone)
+	nameserver := "127.0.0.1" // nothing listens: a name fails at once
+	if services {
+		c.bind = nstest.StartBIND(t, h.Internet, h.InternetPhone, outsideZone)
+		nameserver = c.bind.Addr.Addr().String()
+	}
 	c.mu = h.StartMiniUPnPd(t, upnp)
-	c.ntpAddr = h.InternetPhone.String() + ":123"
-	startTimeServer(t, h.Internet, c.ntpAddr)
-	c.echoURL = startEchoService(t, h.Internet, fmt.Sprintf("%s:%d", h.InternetPhone, echoPort), c.bind.Addr.String())
-
-	resolv := t.TempDir() + "/resolv.conf"
-	writeFile(t, resolv, "nameserver "+c.bind.Addr.Addr().String()+"\noptions timeout:1 attempts:1\n")
+	if services {
+		c.ntpAddr = h.InternetPhone.String() + ":123"
+		startTimeServer(t, h.Internet, c.ntpAddr)
+		c.echoURL = startEchoService(t, h.Internet, fmt.Sprintf("%s:%d", h.InternetPhone, echoPort), c.bind.Addr.String())
+	}
+	resolv := resolvConf(t, nameserver)
 	data := t.TempDir()
 	c.d = startDaemon(t, privateRunResolv(h.LAN, resolv, daemonBinary(t), "-data", data, "-listen", "127.0.0.1:3000",
 		"-wg-mode", "tun", "-port-map", "auto", "-time-check", "-log-level", "debug")...)
@@ -357,11 +364,16 @@ func (c *homeCell) phone(t testing.TB, name string) *nstest.Client {
 	})
 }
 
-func writeFile(t testing.TB, path, text string) {
+// resolvConf writes a resolv.conf naming nameserver alone, with short
+// timeouts (the endpoint check looks the cell's name up on every GET
+// /api/network).
+func resolvConf(t testing.TB, nameserver string) string {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+	path := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(path, []byte("nameserver "+nameserver+"\noptions timeout:1 attempts:1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return path
 }
 
 // TestReachableFromOutsideThroughTheHomeRouter is "done when": a cell behind
@@ -374,7 +386,7 @@ func TestReachableFromOutsideThroughTheHomeRouter(t *testing.T) {
 }
 
 func testReachable(t *testing.T, upnp nstest.MiniUPnPdOptions, protocol string, full bool) {
-	c := startHomeCell(t, nstest.HomeOptions{}, upnp)
+	c := startHomeCell(t, nstest.HomeOptions{}, upnp, true)
 	a, h := c.a, c.h
 	ctx := context.Background()
 
@@ -553,11 +565,13 @@ func startPublicCell(t testing.TB, withBIND bool) *publicCell {
 	t.Helper()
 	top := nstest.NewTopology(t)
 	c := &publicCell{top: top}
+	nameserver := "127.0.0.1" // nothing listens: a name fails at once
 	if withBIND {
 		c.bind = nstest.StartBIND(t, top.WAN, netip.MustParseAddr(nstest.ServerAddr), outsideZone)
+		nameserver = nstest.ServerAddr
 	}
 	data := t.TempDir()
-	c.d = startDaemon(t, privateRun(top.Cell, daemonBinary(t), "-data", data, "-listen", "127.0.0.1:3000",
+	c.d = startDaemon(t, privateRunResolv(top.Cell, resolvConf(t, nameserver), daemonBinary(t), "-data", data, "-listen", "127.0.0.1:3000",
 		"-wg-mode", "tun", "-time-check=false", "-log-level", "debug")...)
 	c.a = newAPI(t, "http://127.0.0.1:3000", func(ctx context.Context, network, addr string) (net.Conn, error) {
 		return top.Cell.Dial(addr, 5*time.Second)
@@ -699,7 +713,7 @@ func containsWord(list []string, word string) bool {
 // TestCGNATSaidPlainly: a home router whose own address is in 100.64/10
 // maps the port, but the admin is told the cell needs a relay.
 func TestCGNATSaidPlainly(t *testing.T) {
-	c := startHomeCell(t, nstest.HomeOptions{WAN: netip.MustParsePrefix("100.64.0.2/24")}, nstest.MiniUPnPdOptions{UPnP: true, NATPMP: true})
+	c := startHomeCell(t, nstest.HomeOptions{WAN: netip.MustParsePrefix("100.64.0.2/24")}, nstest.MiniUPnPdOptions{UPnP: true, NATPMP: true}, true)
 	var v networkView
 	eventually(t, 30*time.Second, 200*time.Millisecond, "CGNAT in GET /api/network", func() error {
 		v = c.a.network()
