@@ -112,7 +112,7 @@ export default {
       rfcPart, dynPart,
       h("div", { class: "field" }, secretLabel, secret, secretState),
       field("Send the address again every (minutes)", { id: "net-ddns-interval", name: "interval_minutes", type: "number", min: 5, max: 10080, inputmode: "numeric" }, "Providers forget names nobody updates: 5 to 10080 (a week); 1440 is a day."));
-    const provider = field("Provider", { id: "net-ddns-provider", name: "provider", type: "select", options: providers });
+    const provider = field("Provider", { id: "net-ddns-provider", name: "provider", type: "select", options: providers }, "Off stops the updates and forgets the stored secret.");
     const ddnsSave = h("button", { type: "submit", id: "net-ddns-save" }, "Save dynamic DNS");
     const ddnsRefresh = h("button", { type: "button", class: "secondary", id: "net-ddns-refresh" }, "Update now");
     const ddnsForm = h("form", { id: "net-ddns-form", novalidate: true, "aria-labelledby": "net-ddns-form-h" },

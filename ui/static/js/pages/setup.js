@@ -23,8 +23,8 @@ const fieldText = {
   domain: ["Domain", ""],
   wg_port: ["WireGuard port (UDP)", "The cell asks your home router to forward it (UPnP, NAT-PMP or PCP); where the router cannot, forward it by hand."],
   subnet_v4: ["IPv4 subnet for peers", "In CIDR form, e.g. 10.77.0.0/24."],
-  subnet_v6: ["IPv6 subnet for peers", "A unique local /64 chosen for this cell; leave empty to keep it."],
-  wan_interface: ["Internet interface", "\"auto\" finds the interface with the default route."],
+  subnet_v6: ["IPv6 subnet for peers", "Leave it empty to keep the one chosen for this cell."],
+  wan_interface: ["Internet interface", "For example eth0, or auto."],
   endpoint: ["Endpoint (public name or address)", "For example home.example.org, or 198.51.100.7:51820."],
 };
 
