@@ -97,7 +97,7 @@ func (b *browser) gotoRoute(route string) {
 }
 
 // adminRoutes are the admin's pages (pages/index.js), in the navigation's order.
-var adminRoutes = []string{"dashboard", "peers", "routing", "dns", "services", "containers", "audit", "logs", "vault", "system", "account"}
+var adminRoutes = []string{"dashboard", "peers", "routing", "dns", "network", "services", "containers", "audit", "logs", "vault", "system", "account"}
 
 // TestAccessibilityAxe: axe-core finds no serious or critical violation on
 // any page: the wizard, the sign-in, every admin page, and the peer's
