@@ -728,3 +728,43 @@ func (c *Client) ServiceStatus(ctx context.Context, id string) (ServiceStatus, e
 	err := c.call(ctx, get, "/api/services/catalog/"+url.PathEscape(id)+"/status", nil, 200, &s)
 	return s, err
 }
+
+// Network is how the outside reaches the cell (admin).
+func (c *Client) Network(ctx context.Context) (NetworkStatus, error) {
+	var s NetworkStatus
+	err := c.call(ctx, get, "/api/network", nil, 200, &s)
+	return s, err
+}
+
+// DDNS is the dynamic DNS setting and state (admin).
+func (c *Client) DDNS(ctx context.Context) (DDNS, error) {
+	var d DDNS
+	err := c.call(ctx, get, "/api/network/ddns", nil, 200, &d)
+	return d, err
+}
+
+// SetDDNS replaces the dynamic DNS setting (admin).
+func (c *Client) SetDDNS(ctx context.Context, ch DDNSChange) (DDNS, error) {
+	var d DDNS
+	err := c.call(ctx, put, "/api/network/ddns", ch, 200, &d)
+	return d, err
+}
+
+// RefreshDDNS looks at the public address again and updates the provider now (admin).
+func (c *Client) RefreshDDNS(ctx context.Context) error {
+	return c.call(ctx, post, "/api/network/ddns/refresh", nil, 200, nil)
+}
+
+// TestNetwork runs one diagnostic (admin).
+func (c *Client) TestNetwork(ctx context.Context, t NetworkTest) (NetworkTestResult, error) {
+	var r NetworkTestResult
+	err := c.call(ctx, post, "/api/network/test", t, 200, &r)
+	return r, err
+}
+
+// NTP is the clock's state (admin).
+func (c *Client) NTP(ctx context.Context) (NTPStatus, error) {
+	var s NTPStatus
+	err := c.call(ctx, get, "/api/ntp", nil, 200, &s)
+	return s, err
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pic-cell/cell/cell"
 	"github.com/pic-cell/cell/cell/logs"
+	"github.com/pic-cell/cell/cell/outside"
 	"github.com/pic-cell/cell/httpapi"
 	"github.com/pic-cell/cell/httpapi/client"
 	"github.com/pic-cell/cell/storage"
@@ -47,14 +49,17 @@ func newCell(t *testing.T) *cellServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := cell.New(cell.Options{DB: db, Logs: book, HashMemoryKiB: 64})
+	// The endpoint check resolves no name: nothing leaves the machine.
+	noDNS := func(context.Context, string) ([]netip.Addr, error) { return nil, errors.New("no such host") }
+	c, err := cell.New(cell.Options{DB: db, Logs: book, HashMemoryKiB: 64, Outside: outside.Options{Resolve: noDNS}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Setup.SetCode(setupCode); err != nil {
 		t.Fatal(err)
 	}
-	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers}).With(httpapi.SystemRoutes(nil))
+	api := httpapi.New(httpapi.Deps{Version: cell.Version, Setup: c.Setup, Auth: c.Accounts, Settings: c.Settings, Health: c.Health, Audit: c.Audit, Logs: book, Peers: c.Peers, Routing: c.Peers,
+		Network: c.Outside, Time: c.NTP}).With(httpapi.SystemRoutes(nil))
 	h := api.Handler()
 	s := &cellServer{csrfs: map[string]string{}, setupCodes: map[string]string{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -444,5 +449,42 @@ func TestSetupCode(t *testing.T) {
 	}
 	if got := fmt.Sprintf("%v %+v %#v", c, c, c); strings.Contains(got, setupCode) {
 		t.Errorf("the client prints its setup code: %s", got)
+	}
+}
+
+func TestNetworkAndTime(t *testing.T) {
+	s := newCell(t)
+	ctx := ctxOf(t)
+	c := client.New(s.URL, client.WithTimeout(30*time.Second))
+	setUp(t, ctx, c)
+	if err := c.Login(ctx, "admin", adminPassword); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PatchConfig(ctx, map[string]any{"network": map[string]any{"endpoint": "198.18.7.7:4500"}}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.Network(ctx)
+	if err != nil || n.Endpoint.Endpoint != "198.18.7.7:4500" || n.Endpoint.Source != "setting" {
+		t.Fatalf("network: %+v, %v", n.Endpoint, err)
+	}
+	secret := "c2VjcmV0LXRzaWcta2V5LW9mLTMyLWJ5dGVzLWxvbmc="
+	d, err := c.SetDDNS(ctx, client.DDNSChange{Provider: "rfc2136", Hostname: "home.example.org", Server: "198.18.5.53",
+		Zone: "example.org", KeyName: "cell", Secret: &secret})
+	if err != nil || !d.SecretSet || d.Provider != "rfc2136" || d.IntervalMinutes != 1440 {
+		t.Fatalf("set ddns: %+v, %v", d, err)
+	}
+	if d, err = c.DDNS(ctx); err != nil || d.KeyName != "cell" {
+		t.Fatalf("ddns: %+v, %v", d, err)
+	}
+	if err := c.RefreshDDNS(ctx); err != nil {
+		t.Errorf("refresh: %v", err)
+	}
+	// This cell has no prober: 503, saying so.
+	if _, err := c.TestNetwork(ctx, client.NetworkTest{Kind: "ping", Target: "198.18.0.1"}); !client.IsStatus(err, 503) {
+		t.Errorf("a test without a prober: %v, want 503", err)
+	}
+	ntp, err := c.NTP(ctx)
+	if err != nil || len(ntp.Servers) == 0 || ntp.Time.IsZero() {
+		t.Errorf("ntp: %+v, %v", ntp, err)
 	}
 }

@@ -116,6 +116,9 @@ type NetworkConfig struct {
 	SubnetV4     string `json:"subnet_v4"`
 	SubnetV6     string `json:"subnet_v6"`
 	WANInterface string `json:"wan_interface"`
+	// Endpoint is what the peers' configs dial (host[:port]); empty: the
+	// domain and wg_port.
+	Endpoint string `json:"endpoint,omitempty"`
 }
 
 // HealthConfig drives the health checker.
@@ -497,4 +500,123 @@ type CaddyCert struct {
 	NotAfter  *time.Time `json:"not_after,omitempty"`
 	DaysLeft  int        `json:"days_left"`
 	LastError string     `json:"last_error,omitempty"`
+}
+
+// NetworkStatus is GET /api/network: how the outside reaches the cell.
+type NetworkStatus struct {
+	Interfaces []struct {
+		Name  string   `json:"name"`
+		Up    bool     `json:"up"`
+		MTU   int      `json:"mtu"`
+		Addrs []string `json:"addresses"`
+	} `json:"interfaces"`
+	Uplink struct {
+		Interface string   `json:"interface"`
+		Gateway   string   `json:"gateway"`
+		Addrs     []string `json:"addresses"`
+		Kind      string   `json:"kind"`
+		Error     string   `json:"error"`
+	} `json:"uplink"`
+	PublicAddress struct {
+		Addrs  []string `json:"addresses"`
+		Source string   `json:"source"`
+		CGNAT  bool     `json:"cgnat"`
+		Error  string   `json:"error"`
+	} `json:"public_address"`
+	Endpoint struct {
+		Endpoint   string   `json:"endpoint"`
+		Host       string   `json:"host"`
+		Port       int      `json:"port"`
+		Source     string   `json:"source"`
+		ResolvesTo []string `json:"resolves_to"`
+		Warnings   []string `json:"warnings"`
+	} `json:"endpoint"`
+	PortMapping struct {
+		Enabled   bool       `json:"enabled"`
+		State     string     `json:"state"`
+		Protocol  string     `json:"protocol"`
+		Internal  string     `json:"internal"`
+		External  string     `json:"external"`
+		Expires   *time.Time `json:"expires"`
+		CGNAT     bool       `json:"cgnat"`
+		Reason    string     `json:"reason"`
+		LastError string     `json:"last_error"`
+	} `json:"port_mapping"`
+	DDNS          DDNS     `json:"ddns"`
+	ResendConfigs []string `json:"resend_configs"`
+	Warnings      []string `json:"warnings"`
+}
+
+// DDNS is the dynamic DNS setting and state (GET /api/network/ddns); its
+// secret is never shown, only whether one is stored.
+type DDNS struct {
+	Provider        string     `json:"provider"` // off, rfc2136, dyndns2
+	Hostname        string     `json:"hostname"`
+	Server          string     `json:"server,omitempty"`
+	Zone            string     `json:"zone,omitempty"`
+	KeyName         string     `json:"key_name,omitempty"`
+	Algorithm       string     `json:"algorithm,omitempty"`
+	URL             string     `json:"url,omitempty"`
+	Username        string     `json:"username,omitempty"`
+	IntervalMinutes int        `json:"interval_minutes"`
+	SecretSet       bool       `json:"secret_set"`
+	Name            string     `json:"name"`
+	State           string     `json:"state"` // off, pending, ok, failing, refused
+	Addrs           []string   `json:"addresses"`
+	LastUpdate      *time.Time `json:"last_update"`
+	LastError       string     `json:"last_error"`
+	Failures        int        `json:"failures"`
+}
+
+// DDNSChange is the body of PUT /api/network/ddns: the whole setting and,
+// when it changes, the provider's secret (nil keeps the stored one).
+type DDNSChange struct {
+	Provider        string  `json:"provider"`
+	Hostname        string  `json:"hostname,omitempty"`
+	Server          string  `json:"server,omitempty"`
+	Zone            string  `json:"zone,omitempty"`
+	KeyName         string  `json:"key_name,omitempty"`
+	Algorithm       string  `json:"algorithm,omitempty"`
+	URL             string  `json:"url,omitempty"`
+	Username        string  `json:"username,omitempty"`
+	IntervalMinutes int     `json:"interval_minutes,omitempty"`
+	Secret          *string `json:"secret,omitempty"`
+}
+
+// NetworkTest is the body of POST /api/network/test.
+type NetworkTest struct {
+	Kind   string `json:"kind"` // ping, dns, http, port, reachability
+	Target string `json:"target"`
+	Proto  string `json:"proto,omitempty"`
+	Type   string `json:"type,omitempty"`
+}
+
+// NetworkTestResult is what a test found.
+type NetworkTestResult struct {
+	Kind    string   `json:"kind"`
+	Target  string   `json:"target"`
+	OK      bool     `json:"ok"`
+	Address string   `json:"address"`
+	RTTMS   float64  `json:"rtt_ms"`
+	Detail  string   `json:"detail"`
+	Answers []string `json:"answers"`
+	Status  int      `json:"status"`
+}
+
+// NTPStatus is GET /api/ntp: the clock's state.
+type NTPStatus struct {
+	Synchronised bool       `json:"synchronised"`
+	OffsetMS     float64    `json:"offset_ms"`
+	LastSync     *time.Time `json:"last_sync"`
+	Server       string     `json:"server"`
+	Stratum      int        `json:"stratum"`
+	Servers      []string   `json:"servers"`
+	Error        string     `json:"error"`
+	Serving      bool       `json:"serving"`
+	Time         time.Time  `json:"time"`
+	Kernel       struct {
+		Synchronised bool    `json:"synchronised"`
+		MaxErrorMS   float64 `json:"max_error_ms"`
+		Status       int     `json:"status"`
+	} `json:"kernel"`
 }
