@@ -239,8 +239,21 @@ func discoverUPnP(ctx context.Context, gateway, local netip.Addr) ([]Client, err
 	return out, nil
 }
 
+// searchResend is how often unicastSearch sends its searches again while
+// no answer has come.
+var searchResend = 300 * time.Millisecond
+
 // unicastSearch sends one SSDP M-SEARCH for each IGD type to the gateway's
-// port 1900 from one socket and reads the answers' LOCATIONs until ctx ends.
+// port 1900 from one socket, again every searchResend until an answer
+// comes, and reads the answers' LOCATIONs until ctx ends.
+//
+// The resending is for a firewall that comes up while the search is out:
+// conntrack runs in a network namespace only once a ruleset uses it, so
+// a search sent just before the cell's first nftables table is loaded
+// leaves no conntrack entry, and the router's answer (which miniupnpd
+// delays by up to the MX second) then arrives as a new flow and is dropped.
+// The same search sent again from the same socket makes the entry, and
+// every answer from the gateway's port 1900 matches it.
 func unicastSearch(ctx context.Context, gateway, local netip.Addr) ([]*url.URL, error) {
 	var d net.Dialer
 	if local.IsValid() {
@@ -253,12 +266,39 @@ func unicastSearch(ctx context.Context, gateway, local netip.Addr) ([]*url.URL, 
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
-	for _, st := range igdTargets {
-		req := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: " + st + "\r\n\r\n"
-		if _, err := conn.Write([]byte(req)); err != nil {
-			return nil, fmt.Errorf("upnp: search at the gateway: %w", err)
+	search := func() error {
+		for _, st := range igdTargets {
+			req := "M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\nMX: 1\r\nST: " + st + "\r\n\r\n"
+			if _, err := conn.Write([]byte(req)); err != nil {
+				return fmt.Errorf("upnp: search at the gateway: %w", err)
+			}
 		}
+		return nil
 	}
+	if err := search(); err != nil {
+		return nil, err
+	}
+	answered := make(chan struct{})
+	var once sync.Once
+	resent := make(chan struct{})
+	go func() {
+		defer close(resent)
+		t := time.NewTicker(searchResend)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-answered:
+				return
+			case <-t.C:
+				if search() != nil {
+					return // the reading loop sees the socket's error
+				}
+			}
+		}
+	}()
+	defer func() { once.Do(func() { close(answered) }); <-resent }()
 	var out []*url.URL
 	buf := make([]byte, 2048)
 	for {
@@ -276,6 +316,7 @@ func unicastSearch(ctx context.Context, gateway, local netip.Addr) ([]*url.URL, 
 		resp.Body.Close()
 		if loc, err := resp.Location(); err == nil && (loc.Scheme == "http" || loc.Scheme == "https") {
 			out = append(out, loc)
+			once.Do(func() { close(answered) })
 		}
 	}
 }
