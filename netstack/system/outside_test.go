@@ -314,6 +314,11 @@ func (c *homeCell) waitMappedAndNamed(t testing.TB, protocol string) networkView
 	wantA := []string{c.h.RouterWAN.String()}
 	var v networkView
 	start := time.Now()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("miniupnpd:\n%s", c.mu.Output())
+		}
+	})
 	eventually(t, 30*time.Second, 200*time.Millisecond, "mapped and named", func() error {
 		v = c.a.network()
 		pm, pub := v.PortMapping, v.PublicAddress
