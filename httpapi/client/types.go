@@ -609,6 +609,7 @@ type NTPStatus struct {
 	OffsetMS     float64    `json:"offset_ms"`
 	LastSync     *time.Time `json:"last_sync"`
 	Server       string     `json:"server"`
+	Address      string     `json:"address"`
 	Stratum      int        `json:"stratum"`
 	Servers      []string   `json:"servers"`
 	Error        string     `json:"error"`

@@ -13,6 +13,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -132,4 +133,17 @@ func Veth(t testing.TB, a *NS, aIf, aAddr string, b *NS, bIf, bAddr string) {
 	b.Exec(t, "ip", "addr", "add", bAddr, "dev", bIf)
 	a.Exec(t, "ip", "link", "set", aIf, "up")
 	b.Exec(t, "ip", "link", "set", bIf, "up")
+}
+
+// EchoPackets sends every datagram pc receives back to its sender until pc
+// is closed: the UDP echo the tests probe (run it with go).
+func EchoPackets(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], from)
+	}
 }

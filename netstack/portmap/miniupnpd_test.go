@@ -250,16 +250,7 @@ func newCell(t testing.TB, h *nstest.Home) *wgPair {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
+	go nstest.EchoPackets(pc)
 	return &p
 }
 

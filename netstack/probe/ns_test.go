@@ -108,16 +108,7 @@ func newWorld(t *testing.T) *world {
 			c.Close()
 		}
 	}()
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := echo.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			echo.WriteTo(buf[:n], from)
-		}
-	}()
+	go nstest.EchoPackets(echo)
 	h := dns.HandlerFunc(func(rw dns.ResponseWriter, q *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(q)

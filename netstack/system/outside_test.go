@@ -46,78 +46,13 @@ const (
 	echoPort    = 8053
 )
 
-// networkView is the part of GET /api/network the tests read, decoded by
-// the wire names.
-type networkView struct {
-	Uplink struct {
-		Interface string   `json:"interface"`
-		Gateway   string   `json:"gateway"`
-		Addrs     []string `json:"addresses"`
-		Kind      string   `json:"kind"`
-	} `json:"uplink"`
-	PublicAddress struct {
-		Addrs  []string `json:"addresses"`
-		Source string   `json:"source"`
-		CGNAT  bool     `json:"cgnat"`
-		Error  string   `json:"error"`
-	} `json:"public_address"`
-	Endpoint struct {
-		Endpoint   string   `json:"endpoint"`
-		Host       string   `json:"host"`
-		ResolvesTo []string `json:"resolves_to"`
-		Warnings   []string `json:"warnings"`
-	} `json:"endpoint"`
-	PortMapping struct {
-		Enabled   bool   `json:"enabled"`
-		State     string `json:"state"`
-		Protocol  string `json:"protocol"`
-		Internal  string `json:"internal"`
-		External  string `json:"external"`
-		CGNAT     bool   `json:"cgnat"`
-		Reason    string `json:"reason"`
-		LastError string `json:"last_error"`
-	} `json:"port_mapping"`
-	DDNS     ddnsView `json:"ddns"`
-	Warnings []string `json:"warnings"`
-}
-
-// ddnsView is GET /api/network/ddns.
-type ddnsView struct {
-	Provider  string   `json:"provider"`
-	Hostname  string   `json:"hostname"`
-	Server    string   `json:"server"`
-	Zone      string   `json:"zone"`
-	KeyName   string   `json:"key_name"`
-	URL       string   `json:"url"`
-	SecretSet bool     `json:"secret_set"`
-	Name      string   `json:"name"`
-	State     string   `json:"state"`
-	Addrs     []string `json:"addresses"`
-	LastError string   `json:"last_error"`
-	Failures  int      `json:"failures"`
-}
-
-// ntpView is GET /api/ntp.
-type ntpView struct {
-	Synchronised bool     `json:"synchronised"`
-	Server       string   `json:"server"`
-	Address      string   `json:"address"`
-	Stratum      int      `json:"stratum"`
-	Servers      []string `json:"servers"`
-	Error        string   `json:"error"`
-	Serving      bool     `json:"serving"`
-}
-
-// testResult is the answer of POST /api/network/test.
-type testResult struct {
-	Kind    string   `json:"kind"`
-	Target  string   `json:"target"`
-	OK      bool     `json:"ok"`
-	Address string   `json:"address"`
-	Detail  string   `json:"detail"`
-	Answers []string `json:"answers"`
-	Status  int      `json:"status"`
-}
+// The API's answers, as the typed client decodes them.
+type (
+	networkView = client.NetworkStatus
+	ddnsView    = client.DDNS
+	ntpView     = client.NTPStatus
+	testResult  = client.NetworkTestResult
+)
 
 func (a *api) network() networkView {
 	a.t.Helper()
@@ -882,14 +817,5 @@ func startUDPEcho(t testing.TB, ns *nstest.NS, addr string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], from)
-		}
-	}()
+	go nstest.EchoPackets(pc)
 }
