@@ -7,7 +7,8 @@
 // the boot partition, which nothing mounts, to /run/cell for the cell daemon
 // (setupcode.go), and, when the release runs containerd, makes its directory
 // on /perm and checks the cgroup v2 hierarchy; once containerd's API answers it
-// says so on the console (containerd.go).
+// says so on the console (containerd.go), as it does once the cell's /health
+// first says ok (healthlog.go).
 package main
 
 import (
@@ -77,6 +78,7 @@ func run() error {
 	if err := gokrazy.SuperviseServices(services); err != nil {
 		return err
 	}
+	go logHealth(context.Background(), logger, rel.HealthURL, 2*time.Second, 5*time.Minute)
 	if containerd {
 		go watchContainerd(context.Background(), logger, containerdSocket, "/proc", 5*time.Minute, 15*time.Second)
 	}
