@@ -38,6 +38,7 @@ func main() {
 }
 
 func run() error {
+	startWatchdog() // before gokrazy.Boot, whose own pinger would take the device (watchdog.go)
 	if err := gokrazy.Boot(""); err != nil {
 		return err
 	}
