@@ -42,6 +42,10 @@ type Options struct {
 	MemoryMiB int
 	// Snapshot keeps the image unchanged (writes go to a temporary overlay).
 	Snapshot bool
+	// Watchdog adds an emulated i6300esb watchdog (the gokrazy amd64 kernel
+	// has its driver built in) that resets the machine when it fires, as a
+	// board's hardware watchdog does.
+	Watchdog bool
 }
 
 // VM is a running QEMU process.
@@ -96,6 +100,9 @@ func Args(opts Options, code, varsPath string) []string {
 	}
 	if opts.Snapshot {
 		args = append(args, "-snapshot")
+	}
+	if opts.Watchdog {
+		args = append(args, "-device", "i6300esb", "-action", "watchdog=reset")
 	}
 	var fwd []string
 	for _, f := range opts.Forwards {
