@@ -143,9 +143,10 @@ func (k *kernelWatchdog) Keepalive() error { return unix.IoctlWatchdogKeepalive(
 // it as out of range, and returns the timeout the driver took.
 func armTimeout(dev watchdogDevice, want time.Duration) (time.Duration, error) {
 	var err error
-	for d := want; d >= 2*time.Second; d /= 2 {
+	// Drivers count whole seconds.
+	for secs := int(want / time.Second); secs >= 2; secs /= 2 {
 		var got time.Duration
-		got, err = dev.SetTimeout(d)
+		got, err = dev.SetTimeout(time.Duration(secs) * time.Second)
 		if err == nil {
 			return got, nil
 		}
