@@ -38,6 +38,7 @@ func main() {
 }
 
 func run() error {
+	growPermAtBoot() // the data partition fills the disk on a first boot, before it is mounted (perm.go)
 	startWatchdog() // before gokrazy.Boot, whose own pinger would take the device (watchdog.go)
 	if err := gokrazy.Boot(""); err != nil {
 		return err
