@@ -111,6 +111,9 @@ type kernelWatchdog struct {
 	f        *os.File
 	fd       int
 	Identity string // the driver's name, e.g. "i6300ESB timer"
+	// FiredLastBoot: the driver says the last reset was the watchdog's
+	// (WDIOF_CARDRESET; the i6300esb says so, not every driver does).
+	FiredLastBoot bool
 }
 
 // openKernelWatchdog opens path. Opening arms the device.
@@ -122,6 +125,9 @@ func openKernelWatchdog(path string) (*kernelWatchdog, error) {
 	k := &kernelWatchdog{f: f, fd: int(f.Fd())}
 	if info, err := unix.IoctlGetWatchdogInfo(k.fd); err == nil {
 		k.Identity = string(bytes.TrimRight(info.Identity[:], "\x00"))
+	}
+	if status, err := unix.IoctlGetInt(k.fd, unix.WDIOC_GETBOOTSTATUS); err == nil {
+		k.FiredLastBoot = status&unix.WDIOF_CARDRESET != 0
 	}
 	return k, nil
 }
@@ -208,6 +214,9 @@ func startWatchdog() {
 	}
 	logger.Info("hardware watchdog armed", "device", dev.Identity, "timeout", timeout, "feed_every", f.every,
 		"grace", f.grace, "stale_after", f.stale, "health", healthURL, "services", strings.Join(watch, " "))
+	if dev.FiredLastBoot {
+		logger.Warn("hardware watchdog: the last boot ended in a reset by the watchdog")
+	}
 	go func() {
 		f.run(context.Background())
 		// Never reached in the init (its context never ends); should it be,

@@ -110,6 +110,11 @@ func TestWatchdogResetsHungTrial(t *testing.T) {
 
 	// Back on the old root, which says why.
 	v.waitHealth(4 * time.Minute)
+	if l, ok := console.find(banner, "ended in a reset by the watchdog"); ok {
+		t.Logf("the driver reports the watchdog's reset: %s", l.text)
+	} else {
+		t.Log("the driver does not report the watchdog's reset (WDIOF_CARDRESET)")
+	}
 	back := time.Now()
 	st := v.waitUpdate(30*time.Second, "status", func(update.Status) bool { return true })
 	if st.Running != "1.0.0" || st.Slot != update.SlotA || st.Permanent != update.SlotA {
