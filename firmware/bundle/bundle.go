@@ -1,10 +1,21 @@
 // Package bundle is the update bundle: a tar file whose first entry is a JSON
 // manifest (version, target, minimum running version, size and SHA-256 of each
 // part), whose second entry is the manifest's ed25519 signature, and whose
-// further entries are the parts the manifest lists (today: "root", the new root
-// squashfs). The signature covers the manifest's exact bytes, and the manifest
-// pins every part by hash, so one check of the signature and one streaming pass
-// over the parts prove the whole bundle before the device writes anything.
+// further entries are the parts the manifest lists: first "root", the new root
+// squashfs, then, in a bundle that carries a kernel, its boot files, each a part
+// named "boot/" + its path in the slot's boot files ("boot/vmlinuz",
+// "boot/cmdline.txt", on the Pi also "boot/bcm2711-rpi-4-b.dtb",
+// "boot/overlays/..."). A bundle without boot parts is a root-only bundle, the
+// only kind there was before kernels were updated, and is read as before. The
+// signature covers the manifest's exact bytes, and the manifest pins every part
+// by hash, so one check of the signature and one streaming pass over the parts
+// prove the whole bundle before the device writes anything: a tampered kernel is
+// refused like a tampered root.
+//
+// A boot file's path is checked here, not only where it is written: it is
+// relative, its components are plain names (letters, digits, '.', '_', '-',
+// '+'; no "." or ".."), at most three deep, so a signed manifest still cannot
+// name a file outside the slot's directory of the boot partition.
 //
 // A tar rather than a format of our own: it streams, any operator can list it
 // with tar(1), and archive/tar is in the standard library.
@@ -22,6 +33,8 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/pic-cell/cell/firmware/release"
@@ -34,8 +47,13 @@ const (
 	// FormatVersion is the manifest format this package writes and accepts.
 	FormatVersion = 1
 	// PartRoot is the root file system part.
-	PartRoot    = "root"
-	maxManifest = 64 << 10
+	PartRoot = "root"
+	// BootPrefix starts the name of every boot file part.
+	BootPrefix = "boot/"
+	// MaxBootParts bounds a bundle's boot files (a Pi kernel with its device
+	// trees and overlays has a few hundred).
+	MaxBootParts = 1000
+	maxManifest  = 512 << 10
 )
 
 // Refusal reasons. Verify wraps one of them, so that callers (the API, the audit
@@ -67,6 +85,43 @@ type Part struct {
 	SHA256 string `json:"sha256"`
 }
 
+// BootParts returns the boot file parts, in the manifest's order.
+func (m *Manifest) BootParts() []Part {
+	var out []Part
+	for _, p := range m.Parts {
+		if strings.HasPrefix(p.Name, BootPrefix) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// HasKernel reports whether the bundle carries boot files (a kernel).
+func (m *Manifest) HasKernel() bool { return len(m.BootParts()) > 0 }
+
+// BootPath is a boot part's path inside the slot's boot files ("vmlinuz").
+func (p Part) BootPath() string { return strings.TrimPrefix(p.Name, BootPrefix) }
+
+// CheckBootPath reports whether rel may name a boot file (see the package doc).
+func CheckBootPath(rel string) error {
+	parts := strings.Split(rel, "/")
+	if rel == "" || len(rel) > 120 || len(parts) > 3 {
+		return fmt.Errorf("boot file %q: want a relative path of at most three names", rel)
+	}
+	for _, c := range parts {
+		if c == "" || c == "." || c == ".." {
+			return fmt.Errorf("boot file %q: empty, \".\" or \"..\" in the path", rel)
+		}
+		for _, r := range c {
+			ok := r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-+", r)
+			if !ok {
+				return fmt.Errorf("boot file %q: %q is not allowed in a name", rel, r)
+			}
+		}
+	}
+	return nil
+}
+
 // Part returns the part called name.
 func (m *Manifest) Part(name string) (Part, bool) {
 	for _, p := range m.Parts {
@@ -78,26 +133,45 @@ func (m *Manifest) Part(name string) (Part, bool) {
 }
 
 // Write makes a bundle from the files in parts (part name → file path), signed
-// with key, to w.
+// with key, to w: PartRoot, and for a kernel bundle the boot files as
+// BootPrefix + path (sorted, so that two builds write the same bundle).
 func Write(w io.Writer, m Manifest, parts map[string]string, key ed25519.PrivateKey) error {
 	m.Format = FormatVersion
 	if m.Created.IsZero() {
 		m.Created = time.Now().UTC()
 	}
 	m.Parts = nil
-	for _, name := range []string{PartRoot} {
-		path, ok := parts[name]
-		if !ok {
-			continue
+	if _, ok := parts[PartRoot]; !ok {
+		return errors.New("bundle: no root part")
+	}
+	names := []string{PartRoot}
+	var boot []string
+	for name := range parts {
+		switch {
+		case name == PartRoot:
+		case strings.HasPrefix(name, BootPrefix):
+			if err := CheckBootPath(strings.TrimPrefix(name, BootPrefix)); err != nil {
+				return fmt.Errorf("bundle: %w", err)
+			}
+			boot = append(boot, name)
+		default:
+			return fmt.Errorf("bundle: unknown part %q", name)
 		}
-		size, sum, err := hashFile(path)
+	}
+	if len(boot) > MaxBootParts {
+		return fmt.Errorf("bundle: %d boot files, at most %d", len(boot), MaxBootParts)
+	}
+	sort.Strings(boot)
+	for _, name := range append(names, boot...) {
+		size, sum, err := hashFile(parts[name])
 		if err != nil {
 			return err
 		}
-		m.Parts = append(m.Parts, Part{Name: name, File: name + ".img", Size: size, SHA256: sum})
-	}
-	if len(m.Parts) != len(parts) {
-		return fmt.Errorf("bundle: unknown part among %v", parts)
+		file := name
+		if name == PartRoot {
+			file = name + ".img"
+		}
+		m.Parts = append(m.Parts, Part{Name: name, File: file, Size: size, SHA256: sum})
 	}
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
@@ -206,10 +280,39 @@ func Open(r io.Reader, exp Expect) (*Reader, error) {
 			return nil, fmt.Errorf("%w: bundle needs at least version %s running, this device runs %s", ErrVersion, m.MinVersion, exp.Running)
 		}
 	}
-	if _, ok := m.Part(PartRoot); !ok || len(m.Parts) != 1 {
-		return nil, fmt.Errorf("%w: a bundle carries exactly one root part", ErrFormat)
+	if err := checkParts(m.Parts); err != nil {
+		return nil, err
 	}
 	return &Reader{tr: tr, Manifest: &m}, nil
+}
+
+// checkParts: the root first, then only boot files with allowed, distinct
+// paths and their tar entries named after them.
+func checkParts(parts []Part) error {
+	if len(parts) == 0 || parts[0].Name != PartRoot || parts[0].File != PartRoot+".img" {
+		return fmt.Errorf("%w: a bundle carries the root as its first part", ErrFormat)
+	}
+	if len(parts)-1 > MaxBootParts {
+		return fmt.Errorf("%w: %d boot files, at most %d", ErrFormat, len(parts)-1, MaxBootParts)
+	}
+	seen := map[string]bool{}
+	for _, p := range parts[1:] {
+		if !strings.HasPrefix(p.Name, BootPrefix) || p.File != p.Name {
+			return fmt.Errorf("%w: unknown part %q", ErrFormat, p.Name)
+		}
+		if err := CheckBootPath(p.BootPath()); err != nil {
+			return fmt.Errorf("%w: %v", ErrFormat, err)
+		}
+		key := strings.ToLower(p.Name) // FAT compares names without case
+		if seen[key] {
+			return fmt.Errorf("%w: boot file %q twice", ErrFormat, p.BootPath())
+		}
+		seen[key] = true
+		if p.Size < 0 {
+			return fmt.Errorf("%w: boot file %q has a negative size", ErrFormat, p.BootPath())
+		}
+	}
+	return nil
 }
 
 func readEntry(tr *tar.Reader, name string, max int64) ([]byte, error) {

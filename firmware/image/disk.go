@@ -17,7 +17,9 @@ import (
 	"github.com/diskfs/go-diskfs/partition/part"
 	"github.com/google/uuid"
 
+	"github.com/pic-cell/cell/firmware/bundle"
 	"github.com/pic-cell/cell/firmware/release"
+	"github.com/pic-cell/cell/firmware/update"
 )
 
 // Partition numbers, as gokrazy numbers them (its rootdev package and its
@@ -140,9 +142,13 @@ func BootFiles(cfg *Config, o Options, target Target) (map[string]BootFile, erro
 			return nil, fmt.Errorf("amd64 boot loader (Debian's systemd-boot-efi package): %w", err)
 		}
 		files["EFI/BOOT/BOOTX64.EFI"] = BootFile{Source: systemdBoot}
-		// No menu: the device has no one in front of it. The entry's name is
-		// gokrazy's, so that tools which know gokrazy's layout find it.
-		files["loader/loader.conf"] = BootFile{Data: []byte("default gokrazy.conf\ntimeout 0\neditor no\n")}
+		// No menu: the device has no one in front of it. The default is
+		// the first entry in systemd-boot's order, so that a kernel
+		// update's trial entry is booted once (firmware/update). Padded, so
+		// that a device can rewrite it in place. The permanent entry keeps
+		// gokrazy's name, so that tools which know gokrazy's layout find it.
+		conf := update.LoaderConfContent()
+		files[update.LoaderConf] = BootFile{Data: append(conf, update.PadComment(update.LoaderConfSize-len(conf))...)}
 	case "rpi":
 		fwDir, err := moduleDir(o.GoTool, o.Dir, target.FirmwareModule)
 		if err != nil {
@@ -163,11 +169,54 @@ func BootFiles(cfg *Config, o Options, target Target) (map[string]BootFile, erro
 			files["overlays/"+filepath.Base(f)] = BootFile{Source: f}
 		}
 		// Pi 4 and 5 in 64-bit mode; the UART stays off unless asked for, since
-		// it costs the Pi 4 its Bluetooth and a fixed core clock.
-		files["config.txt"] = BootFile{Data: []byte("arm_64bit=1\nkernel=vmlinuz\ndisable_overscan=1\n" +
-			"dtparam=audio=on\n" + map[bool]string{true: "enable_uart=1\n", false: ""}[serialConsole(cfg)])}
+		// it costs the Pi 4 its Bluetooth and a fixed core clock. Padded by a
+		// comment, so that a kernel update's commit can add os_prefix in
+		// place (firmware/update).
+		conf := []byte("arm_64bit=1\nkernel=vmlinuz\ndisable_overscan=1\n" +
+			"dtparam=audio=on\n" + map[bool]string{true: "enable_uart=1\n", false: ""}[serialConsole(cfg)])
+		files[update.PiConfig] = BootFile{Data: append(conf, update.PadComment(piConfigSize-len(conf))...)}
 	}
 	return files, nil
+}
+
+// piConfigSize is the length config.txt is padded to.
+const piConfigSize = 256
+
+// BundleBootFiles returns the boot files a kernel bundle carries for cfg's
+// target, as bundle part names (bundle.BootPrefix + path) → files on the host:
+// the kernel (vmlinuz), the command line a fresh image of cfg would boot
+// (cmdline.txt, written into dir; the device replaces its root= with its
+// own), and on the Pi the device trees and overlays. The boot loader
+// (systemd-boot, the Pi firmware) is not among them: see firmware/update.
+func BundleBootFiles(cfg *Config, o Options, dir string) (map[string]string, error) {
+	o.defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	target, _ := TargetByName(cfg.Target)
+	kernelDir, err := moduleDir(o.GoTool, o.Dir, target.KernelModule)
+	if err != nil {
+		return nil, err
+	}
+	parts := map[string]string{bundle.BootPrefix + "vmlinuz": filepath.Join(kernelDir, "vmlinuz")}
+	// The GUID is a placeholder: the device puts its own root= in.
+	cmdline := Cmdline(target.Name, "00000000-0000-0000-0000-000000000000", PartRootA, serialConsole(cfg)) + "\n"
+	p := filepath.Join(dir, "cmdline.txt")
+	if err := os.WriteFile(p, []byte(cmdline), 0o644); err != nil {
+		return nil, err
+	}
+	parts[bundle.BootPrefix+"cmdline.txt"] = p
+	if target.Name == "rpi" {
+		dtbs, _ := filepath.Glob(filepath.Join(kernelDir, "*.dtb"))
+		for _, f := range dtbs {
+			parts[bundle.BootPrefix+filepath.Base(f)] = f
+		}
+		overlays, _ := filepath.Glob(filepath.Join(kernelDir, "overlays", "*"))
+		for _, f := range overlays {
+			parts[bundle.BootPrefix+"overlays/"+filepath.Base(f)] = f
+		}
+	}
+	return parts, nil
 }
 
 // CheckHost reports what the build host lacks to build an image for target:
@@ -249,7 +298,10 @@ func writeDisk(cfg *Config, target Target, rootPath string, bootFiles map[string
 	cmdline := Cmdline(target.Name, bootUUID, PartRootA, serialConsole(cfg)) + "\n"
 	bootFiles["cmdline.txt"] = BootFile{Data: []byte(cmdline)}
 	if target.Name == "amd64" {
-		bootFiles["loader/entries/gokrazy.conf"] = BootFile{Data: []byte("title cell\nlinux /vmlinuz\noptions " + cmdline)}
+		// Padded, so that a kernel update's commit can rewrite it in place
+		// with a longer kernel path and command line (firmware/update).
+		entry := update.EntryContent(update.FlashedKernel, cmdline, "", false)
+		bootFiles[update.PermanentEntry] = BootFile{Data: append(entry, update.PadComment(update.PermanentEntrySize-len(entry))...)}
 	}
 	if err := writeBootFS(d, bootFiles); err != nil {
 		return fmt.Errorf("boot partition: %w", err)

@@ -92,7 +92,7 @@ func (u *Updater) Apply(ctx context.Context, path string) (*bundle.Manifest, err
 		return nil, err
 	}
 	defer f.Close()
-	m, err := bundle.Verify(f, exp)
+	m, cmdline, err := verify(f, exp)
 	if err != nil {
 		log.Warn("update refused", "err", err)
 		return nil, err
@@ -110,14 +110,27 @@ func (u *Updater) Apply(ctx context.Context, path string) (*bundle.Manifest, err
 	if root.Size > size {
 		return nil, fmt.Errorf("%w: %d bytes, partition %d holds %d", ErrTooLarge, root.Size, target, size)
 	}
+	var plan KernelPlan
+	var kb KernelBoot
+	if m.HasKernel() {
+		var ok bool
+		if kb, ok = u.Boot.(KernelBoot); !ok {
+			return nil, errors.New("this device cannot install boot files")
+		}
+		if plan, err = kb.PlanKernel(target, m.Version, m.BootParts(), cmdline); err != nil {
+			return nil, err
+		}
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 
-	// From here on the inactive slot is written; the boot partition is not.
-	log.Info("writing root", "version", m.Version, "slot", target, "bytes", root.Size)
+	// From here on the inactive slot is written; the boot partition's
+	// permanent files are not.
+	log.Info("writing root", "version", m.Version, "slot", target, "bytes", root.Size, "kernel", plan.Kernel)
 	st = State{Phase: PhaseWriting, Version: m.Version, Slot: target,
-		FromVersion: u.Release.Version, FromSlot: active, Updated: u.now()}
+		FromVersion: u.Release.Version, FromSlot: active, Updated: u.now(),
+		Kernel: plan.Kernel, Cmdline: plan.Cmdline}
 	if err := u.State.Save(st); err != nil {
 		return nil, err
 	}
@@ -131,8 +144,30 @@ func (u *Updater) Apply(ctx context.Context, path string) (*bundle.Manifest, err
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fail(err)
 	}
-	if err := u.writeRoot(ctx, f, exp, target); err != nil {
+	br, err := u.writeRoot(ctx, f, exp, target)
+	if err != nil {
 		return fail(err)
+	}
+	if m.HasKernel() {
+		// "pending" before the trial is armed: from the moment the trial
+		// entry exists, any boot may be the trial's, and its init must
+		// find the state saying so.
+		st.Phase, st.Updated = PhasePending, u.now()
+		if err := u.State.Save(st); err != nil {
+			return fail(err)
+		}
+		log.Info("writing boot files", "version", m.Version, "dir", plan.Dir, "files", len(plan.Files))
+		if err := kb.InstallKernel(plan, func() (bundle.Part, io.Reader, error) {
+			p, r, err := br.Next()
+			return p, ctxReader{ctx, r}, err
+		}); err != nil {
+			if derr := kb.Disarm(); derr != nil {
+				log.Error("removing the trial after a failed install", "err", derr)
+			}
+			return fail(err)
+		}
+		log.Info("root and kernel written; the firmware boots them once on trial", "version", m.Version, "slot", target, "kernel", plan.Kernel)
+		return m, nil
 	}
 	st.Phase, st.Updated = PhasePending, u.now()
 	if err := u.State.Save(st); err != nil {
@@ -142,40 +177,76 @@ func (u *Updater) Apply(ctx context.Context, path string) (*bundle.Manifest, err
 	return m, nil
 }
 
+// maxCmdline bounds a bundle's cmdline.txt, which the device reads into memory.
+const maxCmdline = 4096
+
+// verify reads the whole bundle and checks everything, as bundle.Verify does,
+// keeping the boot files' cmdline.txt, which the device rewrites with its own
+// root= before the boot files are written.
+func verify(r io.Reader, exp bundle.Expect) (*bundle.Manifest, []byte, error) {
+	br, err := bundle.Open(r, exp)
+	if err != nil {
+		return nil, nil, err
+	}
+	var cmdline []byte
+	for {
+		p, pr, err := br.Next()
+		if err == io.EOF {
+			return br.Manifest, cmdline, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		if p.BootPath() == "cmdline.txt" && p.Name != bundle.PartRoot {
+			if p.Size > maxCmdline {
+				return nil, nil, fmt.Errorf("%w: cmdline.txt is %d bytes, at most %d", bundle.ErrFormat, p.Size, maxCmdline)
+			}
+			if cmdline, err = io.ReadAll(pr); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		if _, err := io.Copy(io.Discard, pr); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
 // writeRoot streams the root from the bundle into the slot (the reader checks
 // the hash again: the file could have changed since Verify), syncs, and reads it
 // back to prove the partition holds what was signed.
-func (u *Updater) writeRoot(ctx context.Context, f io.Reader, exp bundle.Expect, slot int) error {
+// It returns the bundle reader, positioned after the root, for the boot files.
+func (u *Updater) writeRoot(ctx context.Context, f io.Reader, exp bundle.Expect, slot int) (*bundle.Reader, error) {
 	br, err := bundle.Open(f, exp)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	part, r, err := br.Next()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dst, err := u.Slots.Open(slot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer dst.Close()
 	if _, err := io.Copy(dst, ctxReader{ctx, r}); err != nil {
-		return err
+		return nil, err
 	}
 	if err := dst.Sync(); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := dst.Seek(0, io.SeekStart); err != nil {
-		return err
+		return nil, err
 	}
 	h := sha256.New()
 	if _, err := io.CopyN(h, dst, part.Size); err != nil {
-		return fmt.Errorf("reading back slot %d: %w", slot, err)
+		return nil, fmt.Errorf("reading back slot %d: %w", slot, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != part.SHA256 {
-		return fmt.Errorf("slot %d reads back with SHA-256 %s, want %s", slot, got, part.SHA256)
+		return nil, fmt.Errorf("slot %d reads back with SHA-256 %s, want %s", slot, got, part.SHA256)
 	}
-	return nil
+	return br, nil
 }
 
 type ctxReader struct {

@@ -86,9 +86,10 @@ func (b FATBoot) SetPermanent(slot int) error {
 	if err != nil {
 		return err
 	}
+	w := &fatWriter{p: p, fs: fs}
 	digit := byte('0' + slot - 1)
 	found := 0
-	for _, name := range CmdlineFiles {
+	for _, name := range permanentCmdlineFiles(w) {
 		off, n, err := fs.Extent(name)
 		if errors.Is(err, bootfs.ErrNotFound) {
 			continue

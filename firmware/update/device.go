@@ -182,7 +182,15 @@ func (d *Device) Install(ctx context.Context, body io.Reader, max int64) (*bundl
 		return nil, err
 	}
 	reboot, delay := d.Reboot, d.RebootDelay
-	if reboot == nil {
+	switch {
+	case reboot != nil:
+	case m.HasKernel() && d.Updater.Release.Target == "rpi":
+		// The Pi's firmware boots the trial only after a reboot with
+		// the tryboot flag.
+		reboot = TrybootReboot
+	default:
+		// Through the firmware when a trial entry is armed (see
+		// GokrazyReboot).
 		reboot = GokrazyReboot
 	}
 	if delay == 0 {
@@ -198,7 +206,8 @@ func (d *Device) Install(ctx context.Context, body io.Reader, max int64) (*bundl
 }
 
 // MaxBundle is the largest bundle worth receiving: a root that fills the
-// inactive partition, plus room for the manifest and the tar headers.
+// inactive partition and boot files that fill the boot partition, plus room
+// for the manifest and the tar headers.
 func (d *Device) MaxBundle() int64 {
 	active, err := d.Updater.Slots.Active()
 	if err != nil {
@@ -208,5 +217,9 @@ func (d *Device) MaxBundle() int64 {
 	if err != nil {
 		return 0
 	}
-	return size + 1<<20
+	boot, err := d.Updater.Slots.Size(1)
+	if err != nil {
+		boot = 0
+	}
+	return size + boot + 2<<20
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/pic-cell/cell/firmware/release"
@@ -71,6 +72,9 @@ func (t *Trial) AtBoot() (onTrial bool, err error) {
 		return false, save(PhaseFailed, "interrupted while writing the root (power cut or crash); the old root runs")
 
 	case PhasePending:
+		if st.Kernel != "" {
+			return t.kernelAtBoot(st, active, save)
+		}
 		if active != st.FromSlot {
 			return false, save(PhaseFailed, fmt.Sprintf("update for slot %d was pending, but the device booted slot %d", st.Slot, active))
 		}
@@ -90,11 +94,44 @@ func (t *Trial) AtBoot() (onTrial bool, err error) {
 			return true, nil
 		}
 		log.Warn("back on the old root after a failed trial", "version", st.Version)
+		t.disarm()
 		return false, save(PhaseRolledBack, fmt.Sprintf(
 			"the trial boot of version %s did not report healthy (it crashed, hung or lost power); back on version %s",
 			st.Version, st.FromVersion))
 	}
 	return false, nil
+}
+
+// kernelAtBoot handles a pending update that carries a kernel: the firmware,
+// not this init, boots it on trial. Running from the new slot means the trial
+// entry's kernel reached init: this boot is the trial. Running from the old
+// slot means the firmware came back to the permanent entry: the new kernel
+// used its one try without reaching init (it panicked, hung until a watchdog
+// or a power cut), or the update was cut off before its trial was armed.
+func (t *Trial) kernelAtBoot(st State, active int, save func(Phase, string) error) (bool, error) {
+	log := t.log()
+	switch active {
+	case st.Slot:
+		log.Info("trial boot of a new kernel and root", "version", st.Version, "kernel", st.Kernel, "deadline", t.Release.TrialTimeout)
+		return true, save(PhaseTrying, "")
+	default:
+		log.Warn("back on the old system: the new kernel never reached init", "version", st.Version, "kernel", st.Kernel)
+		t.disarm()
+		return false, save(PhaseRolledBack, fmt.Sprintf(
+			"the new kernel of version %s never reached the cell's init (the boot loader's one try was used up: "+
+				"the kernel panicked or hung, or power was lost before its trial); back on version %s",
+			st.Version, st.FromVersion))
+	}
+}
+
+// disarm removes a kernel trial's boot files that a boot no longer needs
+// (logged, not fatal: the firmware does not boot a used-up trial again).
+func (t *Trial) disarm() {
+	if kb, ok := t.Boot.(KernelBoot); ok {
+		if err := kb.Disarm(); err != nil {
+			t.log().Error("removing the trial's boot entry", "err", err)
+		}
+	}
 }
 
 // Watch polls the new system's health for at most Release.TrialTimeout. Healthy:
@@ -137,7 +174,15 @@ func (t *Trial) commit(took time.Duration) error {
 	}
 	// Boot partition first: if power is cut between the two writes, the next
 	// boot runs this root, still "trying", and checks health again.
-	if err := t.Boot.SetPermanent(st.Slot); err != nil {
+	if st.Kernel != "" {
+		kb, ok := t.Boot.(KernelBoot)
+		if !ok {
+			return errors.New("commit: this device cannot install boot files")
+		}
+		if err := kb.Bless(st); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+	} else if err := t.Boot.SetPermanent(st.Slot); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	st.Phase, st.Updated = PhaseCommitted, t.now()
@@ -153,6 +198,9 @@ func (t *Trial) rollback(reason error) error {
 	}
 	if err := t.Boot.SetPermanent(st.FromSlot); err != nil {
 		t.log().Error("rollback: boot partition", "err", err)
+	}
+	if st.Kernel != "" {
+		t.disarm()
 	}
 	st.Phase, st.Updated = PhaseRolledBack, t.now()
 	st.Message = fmt.Sprintf("version %s was not healthy within %s (%v); back on version %s",
@@ -195,15 +243,30 @@ func CheckHealth(ctx context.Context, url string) error {
 
 // GokrazyReboot asks gokrazy's init, over its Unix socket (never on the LAN),
 // to stop every service, unmount /perm and reboot: the orderly way, so that the
-// daemon closes its database.
+// daemon closes its database. gokrazy reboots amd64 by kexec, loading /vmlinuz
+// with cmdline.txt and bypassing UEFI and systemd-boot; that is asked for only
+// when it boots what the firmware would (FATBoot.KexecSafe): never while a
+// kernel trial is armed, never once a bundle's kernel is permanent.
 func GokrazyReboot() error {
+	kexec := false
+	if path, err := (BlockSlots{}).BootPath(); err == nil {
+		kexec, _ = FATBoot{Open: OpenFile(path)}.KexecSafe()
+	}
+	return gokrazyReboot(kexec)
+}
+
+func gokrazyReboot(kexec bool) error {
+	body := ""
+	if !kexec {
+		body = "kexec=off"
+	}
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", "/run/gokrazy-http.sock")
 		},
 	}}
-	resp, err := client.Post("http://gokrazy/reboot", "application/x-www-form-urlencoded", nil)
+	resp, err := client.Post("http://gokrazy/reboot", "application/x-www-form-urlencoded", strings.NewReader(body))
 	if err != nil {
 		return err
 	}
