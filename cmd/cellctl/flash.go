@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pic-cell/cell/firmware/grow"
 )
 
 func init() {
@@ -195,7 +197,7 @@ func (c *CLI) flashTo(h hostView, img, dev string, yes bool) error {
 	}
 	// O_EXCL on a block device fails if the kernel has it mounted: a second
 	// guard against a mount that appeared since the check.
-	out, err := os.OpenFile(dev, os.O_WRONLY|os.O_EXCL, 0)
+	out, err := os.OpenFile(dev, os.O_RDWR|os.O_EXCL, 0)
 	if err != nil {
 		return err
 	}
@@ -207,5 +209,33 @@ func (c *CLI) flashTo(h hostView, img, dev string, yes bool) error {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "wrote %s to %s\n", img, dev)
+	c.growFlashed(out, dev)
 	return out.Close()
 }
+
+// growFlashed makes the data partition of a card just written fill the card,
+// with the code the cell's init runs at its first boot (firmware/grow), so
+// that the card is full size before it ever boots. A failure is said, never
+// fatal: the card is written, and the cell grows its data partition itself.
+func (c *CLI) growFlashed(out *os.File, dev string) {
+	d, err := grow.NewFile(out)
+	if err == nil {
+		fmt.Fprintf(c.Stderr, "growing the data partition to fill %s...\n", dev)
+		var res grow.Result
+		if res, err = grow.Perm(flashedCard{d}, grow.PermPartition); err == nil {
+			fmt.Fprintf(c.Stdout, "%s\n", res)
+			if err := d.Reread(); err != nil {
+				fmt.Fprintf(c.Stderr, "%v; take the card out and put it back in to see its partitions\n", err)
+			}
+			return
+		}
+	}
+	fmt.Fprintf(c.Stderr, "the data partition was not grown here (the cell grows it at its first boot): %v\n", err)
+}
+
+// flashedCard is a card cellctl has just written: this host's kernel still
+// knows its old partitions, so rather than resizing one of them (which the
+// init does on the device) the whole table is read again afterwards.
+type flashedCard struct{ *grow.File }
+
+func (flashedCard) ResizePartition(int, int64, int64) error { return nil }

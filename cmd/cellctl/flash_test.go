@@ -6,6 +6,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/disk"
+	"github.com/diskfs/go-diskfs/filesystem"
+	"github.com/diskfs/go-diskfs/partition/gpt"
 )
 
 // fakeHost builds a /sys and /proc with: sda (the host's disk, root on sda1),
@@ -106,5 +111,59 @@ func TestFlashWritesFreeDisk(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(filepath.Join(dev, "sdb")); len(got) != 0 {
 		t.Error("wrote despite the refused confirmation")
+	}
+}
+
+// TestFlashGrowsPerm: a card larger than the image comes out of flash with its
+// data partition grown to the card's end and formatted at full size, by the
+// init's own code (firmware/grow); the card's "device" here is a file.
+func TestFlashGrowsPerm(t *testing.T) {
+	h, dev := fakeHost(t, "/dev/sda1 / ext4 rw 0 0\n")
+	const mib = 1 << 20
+	img := filepath.Join(t.TempDir(), "cell.img")
+	d, err := diskfs.Create(img, 64*mib, diskfs.SectorSizeDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := &gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true}
+	off := int64(mib)
+	for i, size := range []int64{8 * mib, 12 * mib, 12 * mib, 30 * mib} {
+		table.Partitions = append(table.Partitions, &gpt.Partition{Index: i + 1, Start: uint64(off / 512),
+			End: uint64((off+size)/512 - 1), Size: uint64(size), Type: gpt.LinuxFilesystem})
+		off += size
+	}
+	if err := d.Partition(table); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.CreateFilesystem(disk.FilesystemSpec{Partition: 4, FSType: filesystem.TypeExt4, VolumeLabel: "perm"}); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	card := filepath.Join(dev, "sdb")
+	if err := os.Truncate(card, 1<<30); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	c := &CLI{Stdout: &stdout, Stderr: &stderr}
+	if err := c.flashTo(h, img, card, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "grew the data partition from 30 MiB to 990 MiB and made its ext4 at full size") {
+		t.Fatalf("flash did not grow perm:\n%s\n%s", stdout.String(), stderr.String())
+	}
+	got, err := diskfs.Open(card, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	pt, err := got.GetPartitionTable()
+	if err != nil {
+		t.Fatalf("the card's partition table: %v", err)
+	}
+	if end := pt.(*gpt.Table).Partitions[3].End; end != (1<<30-mib)/512-1 {
+		t.Errorf("perm ends at sector %d, want %d", end, (1<<30-mib)/512-1)
+	}
+	if _, err := got.GetFilesystem(4); err != nil {
+		t.Errorf("the grown perm's ext4: %v", err)
 	}
 }

@@ -42,7 +42,7 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := newFile(f)
+	d, err := NewFile(f)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -50,7 +50,10 @@ func Open(path string) (*File, error) {
 	return d, nil
 }
 
-func newFile(f *os.File) (*File, error) {
+// NewFile is a Disk on f, a block device or a disk image file opened for
+// reading and writing (cellctl flash opens the card itself, with O_EXCL).
+// Closing the File closes f.
+func NewFile(f *os.File) (*File, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -115,6 +118,20 @@ func (d *File) ResizePartition(n int, start, size int64) error {
 	}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKPG, uintptr(unsafe.Pointer(&arg))); e != 0 {
 		return fmt.Errorf("telling the kernel the partition's new size: %w", e)
+	}
+	return nil
+}
+
+// Reread asks the kernel to read the whole partition table again
+// (BLKRRPART), which it does only when nothing on the disk is in use: what
+// cellctl flash does after writing a card, whose old partitions the host's
+// kernel still knows. Nothing to do for an image file.
+func (d *File) Reread() error {
+	if !d.block {
+		return nil
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKRRPART, 0); e != 0 {
+		return fmt.Errorf("asking the kernel to read the new partition table: %w", e)
 	}
 	return nil
 }
