@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 
 	"github.com/pic-cell/cell/firmware/image"
 	"github.com/pic-cell/cell/firmware/release"
@@ -56,6 +57,7 @@ func (c *CLI) image(args []string) error {
 		return err
 	}
 	fmt.Fprintf(c.Stdout, "wrote %s: %s image, version %s, %d MiB\n", *out, cfg.Target, cfg.Version, fi.Size()>>20)
+	fmt.Fprint(c.Stdout, layoutTable(cfg))
 	fmt.Fprintf(c.Stdout, "setup code: %s\n", code)
 	fmt.Fprintf(c.Stdout, "  (also on the card's boot partition as %s; the setup wizard asks for it, in the X-Setup-Code header, until setup is complete)\n", release.SetupCodeFile)
 	return nil
@@ -74,4 +76,31 @@ func loadConfig(path, target, version string) (*image.Config, error) {
 		cfg.Version = version
 	}
 	return cfg, cfg.Validate()
+}
+
+// layoutTable is the image's partition layout, as `image build` prints it:
+// each partition's number, name, file system, start, size and what it holds.
+func layoutTable(cfg *image.Config) string {
+	l := image.LayoutFor(cfg)
+	boot := "kernel, systemd-boot, kernel command line, setup code"
+	if cfg.Target == "rpi" {
+		boot = "kernel, Pi firmware, device trees, config.txt, kernel command line, setup code"
+	}
+	rows := []struct {
+		n        int
+		name, fs string
+		holds    string
+	}{
+		{image.PartBoot, "boot", "FAT32", boot},
+		{image.PartRootA, "root-a", "squashfs", "the system, version " + cfg.Version + " (init, cell daemon, programs)"},
+		{image.PartRootB, "root-b", "squashfs", "empty; the first update writes the next system here"},
+		{image.PartPerm, "perm", "ext4", "the cell's data (/perm); grows to fill the card at first boot (cellctl flash grows it already)"},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "layout (%d MiB as built; GPT, 1 MiB aligned):\n", l.DiskSize>>20)
+	fmt.Fprintf(&b, "  %-2s %-7s %-9s %10s %10s  %s\n", "#", "name", "fs", "start", "size", "holds")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "  %-2d %-7s %-9s %6d MiB %6d MiB  %s\n", r.n, r.name, r.fs, l.Start[r.n]>>20, l.Size[r.n]>>20, r.holds)
+	}
+	return b.String()
 }

@@ -68,3 +68,27 @@ func TestImageBuildSetupCode(t *testing.T) {
 		t.Errorf("two images got the same setup code %s", codes[0])
 	}
 }
+
+// TestLayoutTable: the layout image build prints names each partition with
+// its file system, the start and size the builder uses, and says that perm
+// grows to fill the card.
+func TestLayoutTable(t *testing.T) {
+	cfg := &image.Config{Target: "rpi", Version: "2.0.0", Settings: image.Settings{BootMiB: 100, RootMiB: 256, PermMiB: 256}}
+	out := layoutTable(cfg)
+	t.Log("\n" + out)
+	l := image.LayoutFor(cfg)
+	for n, want := range map[int]string{
+		image.PartBoot:  `1  boot    FAT32 .* Pi firmware`,
+		image.PartRootA: `2  root-a  squashfs .* version 2\.0\.0`,
+		image.PartRootB: `3  root-b  squashfs .* empty`,
+		image.PartPerm:  `4  perm    ext4 .* grows to fill the card at first boot`,
+	} {
+		re := regexp.MustCompile(fmt.Sprintf(`(?m)^  %s`, strings.Replace(want, " .* ", fmt.Sprintf(` +%d MiB +%d MiB  .*`, l.Start[n]>>20, l.Size[n]>>20), 1)))
+		if !re.MatchString(out) {
+			t.Errorf("partition %d: no line matching %s", n, re)
+		}
+	}
+	if !strings.Contains(out, fmt.Sprintf("layout (%d MiB as built", l.DiskSize>>20)) {
+		t.Errorf("no disk size in %q", out)
+	}
+}
