@@ -44,13 +44,16 @@
 //
 // go-diskfs's ext4 writer (already the image builder's) makes it; gokrazy's
 // own mkfs program is not published, and an e2fsprogs binary on the image is
-// avoided. go-diskfs writes every inode table as zeros (256 bytes per 16 KiB
-// of disk) and the journal's blocks: about 256 MiB for a 4 GiB disk and 1.1
-// GiB for 32 GiB. Format sends each long run of zeros to Disk.ZeroRange
-// instead: a hole punched in an image file, BLKZEROOUT on a block device (the
-// device's own zeroing command where it has one, e.g. virtio and most SSDs;
-// the kernel writes zero pages where not, as on most SD card readers, so a
-// first boot on an SD card costs about that much writing once).
+// avoided. It gets mke2fs's default of one inode per 16 KiB (go-diskfs's own
+// is one per 8 KiB). go-diskfs writes every inode table as zeros (1/64 of the
+// disk) and the journal (128 MiB) likewise: about 192 MiB for a 4 GiB disk,
+// 640 MiB for 32 GiB, if written. Format sends each long run of zeros to
+// Disk.ZeroRange instead: a hole punched in an image file, BLKZEROOUT on a
+// block device (the device's own zeroing command where it has one: virtio,
+// NVMe, most SSDs; where not, as behind most SD card readers, the kernel
+// writes zero pages, so a first boot on such a card writes that much once).
+// Measured on this machine's disk image files: 0.2 s for 4 GiB and 1.7 s for
+// 32 GiB, with about 2 MiB actually written; e2fsck -f finds nothing to fix.
 //
 // Format's order makes a power cut safe: the partition's first 4 KiB (the
 // primary superblock) is replaced by a marker and synced; go-diskfs writes
