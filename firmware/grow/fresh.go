@@ -84,7 +84,7 @@ func inspect(r io.ReaderAt, start, size int64) (permState, error) {
 
 	fsSize := fsBytes(sb)
 	if n := binary16(sb, sbMntCount); n != 0 {
-		return permState{fs: fsSize, why: fmt.Sprintf("it has been mounted before (%d times)", n)}, nil
+		return permState{fs: fsSize, why: fmt.Sprintf("it has been mounted before (mount count %d)", n)}, nil
 	}
 	if le32(sb, sbFeatureIncompat)&incompatRecover != 0 {
 		return permState{fs: fsSize, why: "its journal needs recovery"}, nil
