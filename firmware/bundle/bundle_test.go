@@ -1,12 +1,16 @@
 package bundle
 
 import (
+	"archive/tar"
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -135,4 +139,132 @@ func TestNoKeyRefusesEverything(t *testing.T) {
 	if !errors.Is(err, ErrNoKey) {
 		t.Fatalf("got %v, want ErrNoKey", err)
 	}
+}
+
+// kernelBundle writes a bundle with a root and boot files.
+func kernelBundle(t *testing.T, boot map[string][]byte) (fixture, ed25519.PrivateKey) {
+	t.Helper()
+	privPEM, pub, err := GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ParsePrivateKey(privPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	root := make([]byte, 50_000)
+	rand.Read(root)
+	parts := map[string]string{PartRoot: filepath.Join(dir, "root")}
+	os.WriteFile(parts[PartRoot], root, 0o644)
+	for name, b := range boot {
+		p := filepath.Join(dir, strings.ReplaceAll(name, "/", "_"))
+		os.WriteFile(p, b, 0o644)
+		parts[BootPrefix+name] = p
+	}
+	var buf bytes.Buffer
+	if err := Write(&buf, Manifest{Version: "1.1.0", Target: "amd64"}, parts, key); err != nil {
+		t.Fatal(err)
+	}
+	return fixture{key: privPEM, pub: pub, root: root, bundle: buf.Bytes()}, key
+}
+
+func TestBootFilesRoundTrip(t *testing.T) {
+	kernel := make([]byte, 70_000)
+	rand.Read(kernel)
+	f, _ := kernelBundle(t, map[string][]byte{"vmlinuz": kernel, "cmdline.txt": []byte("ro\n"), "overlays/a.dtbo": []byte("x")})
+	m, err := Verify(bytes.NewReader(f.bundle), expect(t, f.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.HasKernel() || len(m.Parts) != 4 || m.Parts[0].Name != PartRoot {
+		t.Fatalf("parts %+v, want the root first and three boot files", m.Parts)
+	}
+	var paths []string
+	for _, p := range m.BootParts() {
+		paths = append(paths, p.BootPath())
+	}
+	if strings.Join(paths, " ") != "cmdline.txt overlays/a.dtbo vmlinuz" {
+		t.Errorf("boot paths %q, want sorted", paths)
+	}
+	br, err := Open(bytes.NewReader(f.bundle), expect(t, f.pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br.Next() // root
+	for {
+		p, r, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.BootPath() == "vmlinuz" && !bytes.Equal(b, kernel) {
+			t.Error("kernel bytes differ")
+		}
+	}
+	// A root-only bundle has no kernel.
+	ro := newFixture(t, Manifest{Version: "1.1.0", Target: "amd64"})
+	if m, err := Verify(bytes.NewReader(ro.bundle), expect(t, ro.pub)); err != nil || m.HasKernel() {
+		t.Errorf("root-only bundle: %v, kernel %v", err, m != nil && m.HasKernel())
+	}
+}
+
+func TestTamperedKernelRefused(t *testing.T) {
+	kernel := make([]byte, 70_000)
+	rand.Read(kernel)
+	f, _ := kernelBundle(t, map[string][]byte{"vmlinuz": kernel})
+	i := bytes.Index(f.bundle, kernel[:64])
+	f.bundle[i+5000] ^= 1
+	if _, err := Verify(bytes.NewReader(f.bundle), expect(t, f.pub)); !errors.Is(err, ErrHash) {
+		t.Errorf("tampered kernel: %v, want ErrHash", err)
+	}
+}
+
+func TestBootPathsChecked(t *testing.T) {
+	for _, bad := range []string{"../vmlinuz", "a/../../b", "/abs", "a b", "a/b/c/d", "x\\y", ".", "dir//f"} {
+		if err := CheckBootPath(bad); err == nil {
+			t.Errorf("CheckBootPath(%q) accepted", bad)
+		}
+	}
+	for _, good := range []string{"vmlinuz", "overlays/vc4-kms-v3d.dtbo", "bcm2711-rpi-4-b.dtb", "a+b_c.txt"} {
+		if err := CheckBootPath(good); err != nil {
+			t.Errorf("CheckBootPath(%q): %v", good, err)
+		}
+	}
+	// Write refuses them, and so does Open for a signed manifest that names one.
+	_, key := kernelBundle(t, nil)
+	p := filepath.Join(t.TempDir(), "f")
+	os.WriteFile(p, []byte("x"), 0o644)
+	if err := Write(io.Discard, Manifest{Version: "1.1.0", Target: "amd64"}, map[string]string{PartRoot: p, BootPrefix + "../x": p}, key); err == nil {
+		t.Error("Write accepted a boot file outside the slot")
+	}
+	f, key := kernelBundle(t, map[string][]byte{"vmlinuz": []byte("k")})
+	m := Manifest{Format: FormatVersion, Version: "1.1.0", Target: "amd64", Parts: []Part{
+		{Name: PartRoot, File: "root.img", Size: 1, SHA256: strings.Repeat("0", 64)},
+		{Name: BootPrefix + "../../etc/x", File: BootPrefix + "../../etc/x", Size: 1, SHA256: strings.Repeat("0", 64)}}}
+	if _, err := Open(bytes.NewReader(signedManifest(t, m, key)), expect(t, f.pub)); !errors.Is(err, ErrFormat) {
+		t.Errorf("signed manifest naming ../../etc/x: %v, want ErrFormat", err)
+	}
+}
+
+// signedManifest is a tar of a manifest as given and its signature (no parts).
+func signedManifest(t *testing.T, m Manifest, key ed25519.PrivateKey) []byte {
+	mb, _ := json.Marshal(m)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{{ManifestName, mb}, {SignatureName, ed25519.Sign(key, mb)}} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data))})
+		tw.Write(e.data)
+	}
+	tw.Close()
+	return buf.Bytes()
 }

@@ -24,18 +24,18 @@ const (
 
 // State is the update's persistent state, on /perm.
 type State struct {
-	Phase       Phase     `json:"phase"`
-	Version     string    `json:"version,omitempty"` // the version being installed
-	Slot        int       `json:"slot,omitempty"`    // the partition it goes to
-	FromVersion string    `json:"from_version,omitempty"`
-	FromSlot    int       `json:"from_slot,omitempty"`
-	Message     string    `json:"message,omitempty"`
+	Phase       Phase  `json:"phase"`
+	Version     string `json:"version,omitempty"` // the version being installed
+	Slot        int    `json:"slot,omitempty"`    // the partition it goes to
+	FromVersion string `json:"from_version,omitempty"`
+	FromSlot    int    `json:"from_slot,omitempty"`
+	Message     string `json:"message,omitempty"`
 	// Kernel is set for an update that carries boot files: the path the boot
 	// loader loads its kernel from ("/slot-b/vmlinuz"), booted on trial by
 	// the firmware; Cmdline is the command line it boots with.
-	Kernel  string `json:"kernel,omitempty"`
-	Cmdline string `json:"cmdline,omitempty"`
-	Updated     time.Time `json:"updated"`
+	Kernel  string    `json:"kernel,omitempty"`
+	Cmdline string    `json:"cmdline,omitempty"`
+	Updated time.Time `json:"updated"`
 	// Reported is set once the daemon has written the outcome to the audit log.
 	Reported bool `json:"reported,omitempty"`
 }
