@@ -31,7 +31,7 @@ func (c *CLI) update(args []string) error {
 			return c.updatePush(args[1:])
 		}
 	}
-	fmt.Fprintln(c.Stderr, "usage: cellctl update build -key FILE [-config config.json] [-version V] [-min-version V] [-images DIR] -o FILE\n"+
+	fmt.Fprintln(c.Stderr, "usage: cellctl update build -key FILE [-config config.json] [-version V] [-min-version V] [-images DIR] [-kernel] -o FILE\n"+
 		"       cellctl update push -device https://CELL -bundle FILE [-user admin] [-password-file FILE] [-ca FILE] [-connect HOST:PORT]")
 	return errUsage
 }
@@ -45,6 +45,8 @@ func (c *CLI) updateBuild(args []string) error {
 	keyPath := fs.String("key", "cell-update.key", "the private signing key (cellctl keygen)")
 	out := fs.String("o", "cell.bundle", "the bundle to write")
 	imagesDir := fs.String("images", "images/out", "the services' OCI archives (cellctl images build) to pack into the root")
+	kernel := fs.Bool("kernel", false, "also carry the kernel (go.mod's, with its command line; on the Pi its device trees and overlays): "+
+		"the device boots it once on trial through the boot firmware, which falls back to the running kernel if it never starts the system")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,12 +85,19 @@ func (c *CLI) updateBuild(args []string) error {
 	if err := image.BuildRoot(ctx, cfg, image.Options{Log: log, Images: archives}, root); err != nil {
 		return err
 	}
+	parts := map[string]string{}
+	if *kernel {
+		if parts, err = image.BundleBootFiles(cfg, image.Options{Log: log}, tmp); err != nil {
+			return err
+		}
+	}
+	parts[bundle.PartRoot] = root
 	f, err := os.Create(*out)
 	if err != nil {
 		return err
 	}
 	m := bundle.Manifest{Version: cfg.Version, Target: cfg.Target, MinVersion: *minVersion}
-	if err := bundle.Write(f, m, map[string]string{bundle.PartRoot: root}, key); err != nil {
+	if err := bundle.Write(f, m, parts, key); err != nil {
 		f.Close()
 		os.Remove(*out)
 		return err
@@ -97,7 +106,11 @@ func (c *CLI) updateBuild(args []string) error {
 		return err
 	}
 	fi, _ := os.Stat(*out)
-	fmt.Fprintf(c.Stdout, "wrote %s: %s version %s, %d MiB\n", *out, cfg.Target, cfg.Version, fi.Size()>>20)
+	what := "root only"
+	if *kernel {
+		what = "root and kernel"
+	}
+	fmt.Fprintf(c.Stdout, "wrote %s: %s version %s, %s, %d MiB\n", *out, cfg.Target, cfg.Version, what, fi.Size()>>20)
 	return nil
 }
 

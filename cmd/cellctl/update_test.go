@@ -62,6 +62,29 @@ func TestKeygenAndUpdateBuild(t *testing.T) {
 		t.Errorf("manifest %+v", m)
 	}
 
+	// -kernel: the bundle carries go.mod's kernel and its command line too.
+	kb := filepath.Join(dir, "k.bundle")
+	out.Reset()
+	if err := c.Run([]string{"update", "build", "-config", cfgPath, "-key", stem + ".key", "-version", "1.1.1", "-kernel", "-o", kb}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "root and kernel") {
+		t.Errorf("update build -kernel said %q", out.String())
+	}
+	kf, _ := os.Open(kb)
+	defer kf.Close()
+	km, err := bundle.Verify(kf, bundle.Expect{Key: k, Target: "amd64", Running: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot := map[string]int64{}
+	for _, p := range km.BootParts() {
+		boot[p.BootPath()] = p.Size
+	}
+	if len(boot) != 2 || boot["vmlinuz"] < 1<<20 || boot["cmdline.txt"] == 0 {
+		t.Errorf("kernel bundle's boot files %v, want vmlinuz and cmdline.txt", boot)
+	}
+
 	// A key the config does not trust is refused at build time.
 	other := filepath.Join(dir, "other")
 	c.Run([]string{"keygen", "-o", other, "-config", ""})
