@@ -454,12 +454,18 @@ func (w *fatWriter) create(path string, r io.Reader, size int64) error {
 	binary.LittleEndian.PutUint16(short[20:], uint16(first>>16))
 	binary.LittleEndian.PutUint16(short[26:], uint16(first))
 	binary.LittleEndian.PutUint32(short[28:], uint32(size))
-	// 2026-01-01 00:00: FAT stores local time without a zone, and the device's
-	// clock may not be set; a fixed stamp says nothing wrong.
-	binary.LittleEndian.PutUint16(short[16:], uint16((2026-1980)<<9|1<<5|1))
-	binary.LittleEndian.PutUint16(short[24:], uint16((2026-1980)<<9|1<<5|1))
-	binary.LittleEndian.PutUint16(short[18:], uint16((2026-1980)<<9|1<<5|1))
+	stamp(short[:])
 	return w.addEntry(dc, name, short)
+}
+
+// stamp dates a directory entry 2026-01-01 00:00 (created, accessed,
+// modified): FAT stores local time without a zone, and the device's clock may
+// not be set when it writes; a fixed stamp says nothing wrong.
+func stamp(e []byte) {
+	const date = uint16((2026-1980)<<9 | 1<<5 | 1)
+	for _, at := range []int{16, 18, 24} {
+		binary.LittleEndian.PutUint16(e[at:], date)
+	}
 }
 
 // addEntry writes name's long entries and then its short entry (whose name
@@ -710,6 +716,7 @@ func (w *fatWriter) mkdir(path string) error {
 	dot := func(at int, name string, cluster uint32) {
 		copy(buf[at:at+11], fmt.Sprintf("%-11s", name))
 		buf[at+11] = 0x10
+		stamp(buf[at : at+dirSize])
 		binary.LittleEndian.PutUint16(buf[at+20:], uint16(cluster>>16))
 		binary.LittleEndian.PutUint16(buf[at+26:], uint16(cluster))
 	}
@@ -734,6 +741,7 @@ func (w *fatWriter) mkdir(path string) error {
 	}
 	var short [dirSize]byte
 	short[11] = 0x10
+	stamp(short[:])
 	binary.LittleEndian.PutUint16(short[20:], uint16(c[0]>>16))
 	binary.LittleEndian.PutUint16(short[26:], uint16(c[0]))
 	return w.addEntry(parent, name, short)
