@@ -149,6 +149,14 @@ func TestImageLayoutAmd64(t *testing.T) {
 	if want := "root=PARTUUID=" + bootGUID + "/PARTNROFF=1 "; !bytes.Contains(entry, []byte(want)) {
 		t.Errorf("boot entry %q does not contain %q", entry, want)
 	}
+	// Padded, so that a kernel update's commit rewrites them in place; the
+	// default is the first entry in systemd-boot's order (firmware/update).
+	if len(entry) != update.PermanentEntrySize || !bytes.HasPrefix(entry, []byte("title cell\nlinux /vmlinuz\noptions ")) {
+		t.Errorf("boot entry (%d bytes) %q, want the flashed kernel, padded to %d bytes", len(entry), entry, update.PermanentEntrySize)
+	}
+	if lc, _ := fs.ReadFile(update.LoaderConf); len(lc) != update.LoaderConfSize || !bytes.HasPrefix(lc, update.LoaderConfContent()) {
+		t.Errorf("loader.conf %q", lc)
+	}
 	if perm, err := (update.FATBoot{Open: update.OpenFile(bootPart)}).Permanent(); err != nil || perm != PartRootA {
 		t.Errorf("permanent root = %d, %v; want %d", perm, err, PartRootA)
 	}
@@ -258,6 +266,9 @@ func TestImageLayoutRpi(t *testing.T) {
 		if !bytes.Contains(ct, []byte(want)) {
 			t.Errorf("config.txt lacks %s:\n%s", want, ct)
 		}
+	}
+	if len(ct) != piConfigSize || bytes.Contains(ct, []byte("os_prefix")) {
+		t.Errorf("config.txt is %d bytes, want %d (padded for a kernel update's commit), without os_prefix", len(ct), piConfigSize)
 	}
 	if perm, err := (update.FATBoot{Open: update.OpenFile(bootPart)}).Permanent(); err != nil || perm != PartRootA {
 		t.Errorf("permanent root = %d, %v; want %d", perm, err, PartRootA)
