@@ -2,10 +2,12 @@ package qemu
 
 // The Raspberry Pi image in emulation: qemu-system-aarch64's raspi3b machine.
 //
-// What runs is the card's own: the kernel (vmlinuz), the device tree and the
-// command line are read from the image's boot partition, as the Pi's firmware
-// reads them, and the whole image is the machine's SD card, so the kernel
-// finds its root and /perm on mmcblk0 by the same PARTUUID line as on a card.
+// What runs is the card's own: the kernel, the device tree and the command
+// line are read from the image's boot partition, found as the Pi's firmware
+// finds them (config.txt's kernel=, cmdline=, device_tree= and os_prefix=,
+// which a kernel update sets to its slot directory; see ReadRpiBoot), and the
+// whole image is the machine's SD card, so the kernel finds its root and
+// /perm on mmcblk0 by the same PARTUUID line as on a card.
 //
 // What does not run is the Pi's firmware (bootcode.bin, start*.elf,
 // config.txt, autoboot.txt and tryboot): QEMU loads the kernel and the device
@@ -20,8 +22,11 @@ package qemu
 //     (serial number, MAC address, config.txt's dtparams and overlays) are
 //     not made.
 //   - cmdline.txt's console=serial0 is what the firmware turns into the
-//     UART that serial0 names; here it becomes console=ttyAMA0, the PL011,
-//     which QEMU connects to RpiOptions.Serial.
+//     UART that the device tree's serial0 alias names. On the Pi 3 that is
+//     the mini UART (ttyS0), the PL011 being wired to Bluetooth (the kernel
+//     hands it to the Bluetooth driver, so no console can use it): here too
+//     it becomes console=ttyS0, QEMU's second serial port, which is what
+//     RpiOptions.Serial receives.
 //
 // raspi3b is a Pi 3 (BCM2837, Cortex-A53, 1 GiB, four cores: QEMU accepts no
 // other memory size or core count). It has no Ethernet of its own (the Pi 3's
@@ -68,8 +73,8 @@ const RpiDeviceTree = "bcm2710-rpi-3-b.dtb"
 type RpiOptions struct {
 	// Image is an rpi image (cellctl image build -target rpi).
 	Image string
-	// Serial receives the PL011 UART: the kernel's and the init's logs. The
-	// image must put a console there (settings.serial_console).
+	// Serial receives the mini UART (serial0 on a Pi 3): the kernel's and the
+	// init's logs. The image must put a console there (settings.serial_console).
 	Serial io.Writer
 	// Forwards are host ports forwarded over the USB network to the guest.
 	Forwards []Forward
@@ -106,15 +111,15 @@ func RpiAvailable() error {
 	return nil
 }
 
-// RpiCmdline is the kernel command line the Pi's firmware would hand over for
-// cmdline.txt: serial0 named as the UART QEMU connects (ttyAMA0, the PL011),
-// and, when cmdline.txt names no serial console, none added (the console is
-// the image's choice).
+// RpiCmdline is the kernel command line the Pi 3's firmware would hand over
+// for cmdline.txt: serial0 named as the UART it is on a Pi 3, the mini UART
+// ttyS0; when cmdline.txt names no serial console, none is added (the console
+// is the image's choice).
 func RpiCmdline(cmdlineTxt string) string {
 	var out []string
 	for _, a := range strings.Fields(cmdlineTxt) {
 		if v, ok := strings.CutPrefix(a, "console=serial0"); ok {
-			a = "console=ttyAMA0" + v
+			a = "console=ttyS0" + v
 		}
 		out = append(out, a)
 	}
@@ -242,15 +247,35 @@ func readFATFile(fs *bootfs.FS, part io.ReaderAt, name string) ([]byte, error) {
 	return out, nil
 }
 
+// rpiNoWatchdog keeps the kernel's bcm2835 watchdog driver from starting.
+// QEMU's raspi3b models the power manager's reset register but not the
+// watchdog's countdown: the write that arms the watchdog (PM_RSTC's
+// full-reset configuration, what reboot writes too) resets the machine at
+// once, so the init, which arms it before anything else, would reset the
+// emulated Pi as soon as it starts. Without the driver there is no
+// /dev/watchdog, the init says so and runs without one, and a reboot inside
+// the guest does not come back (no restart handler).
+const rpiNoWatchdog = "initcall_blacklist=bcm2835_wdt_driver_init"
+
+// RpiMAC is the USB network adapter's address: in the Raspberry Pi
+// Foundation's range (a Pi 3's own Ethernet has one) and, above all,
+// universally administered, so that the kernel's CDC Ethernet driver names
+// the interface eth0, which gokrazy's DHCP client configures (it would name
+// one with a locally administered address usb0).
+const RpiMAC = "b8:27:eb:00:00:01"
+
 // RpiArgs is QEMU's command line for the Pi: the kernel and device tree files,
-// the SD card, the command line, and the USB network with opts.Forwards.
+// the SD card, the command line (with rpiNoWatchdog added), and the USB
+// network with opts.Forwards.
 func RpiArgs(opts RpiOptions, kernel, dtb, card, cmdline string) []string {
 	args := []string{
 		"-machine", "raspi3b", "-m", "1024", "-smp", "4",
-		"-kernel", kernel, "-dtb", dtb, "-append", cmdline,
+		"-kernel", kernel, "-dtb", dtb, "-append", cmdline + " " + rpiNoWatchdog,
 		"-drive", "file=" + card + ",format=raw,if=sd,cache=unsafe",
-		// The PL011 (ttyAMA0) is the first serial port; no -no-reboot, as on amd64.
-		"-nographic", "-serial", "stdio", "-monitor", "none",
+		// The first serial port is the PL011, which the Pi 3 wires to
+		// Bluetooth; the second is the mini UART, the console (ttyS0).
+		// No -no-reboot, as on amd64.
+		"-nographic", "-serial", "null", "-serial", "stdio", "-monitor", "none",
 	}
 	if opts.Snapshot {
 		args = append(args, "-snapshot")
@@ -263,7 +288,7 @@ func RpiArgs(opts RpiOptions, kernel, dtb, card, cmdline string) []string {
 	if len(fwd) > 0 {
 		netdev += "," + strings.Join(fwd, ",")
 	}
-	return append(args, "-netdev", netdev, "-device", "usb-net,netdev=net0")
+	return append(args, "-netdev", netdev, "-device", "usb-net,netdev=net0,mac="+RpiMAC)
 }
 
 // StartRpi boots opts.Image on an emulated Raspberry Pi 3. The VM runs until

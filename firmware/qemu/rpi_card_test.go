@@ -66,7 +66,7 @@ func random(t *testing.T, n int) []byte {
 // TestReadRpiBoot: the kernel, the device tree and the command line come from
 // the boot partition byte for byte, a kernel whose clusters are not
 // contiguous (a boot partition rewritten over the years) included; serial0
-// becomes the PL011; a missing device tree is named.
+// becomes the mini UART (ttyS0); a missing device tree is named.
 func TestReadRpiBoot(t *testing.T) {
 	content := map[string][]byte{
 		"vmlinuz":       random(t, 3<<20+77),
@@ -100,7 +100,7 @@ func TestReadRpiBoot(t *testing.T) {
 	if !bytes.Equal(b.DeviceTree, content["bcm2710-x.dtb"]) {
 		t.Error("device tree differs from the boot partition's")
 	}
-	if want := "root=PARTUUID=abc/PARTNROFF=1 ro console=tty1 console=ttyAMA0,115200"; b.Cmdline != want {
+	if want := "root=PARTUUID=abc/PARTNROFF=1 ro console=tty1 console=ttyS0,115200"; b.Cmdline != want {
 		t.Errorf("cmdline %q, want %q", b.Cmdline, want)
 	}
 	if b.KernelFile != "vmlinuz" || b.DeviceTreeFile != "bcm2710-x.dtb" || b.CmdlineFile != "cmdline.txt" {

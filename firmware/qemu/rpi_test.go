@@ -18,9 +18,9 @@ import (
 
 func TestRpiCmdline(t *testing.T) {
 	for in, want := range map[string]string{
-		"root=PARTUUID=x/PARTNROFF=1 ro console=tty1 console=serial0,115200\n": "root=PARTUUID=x/PARTNROFF=1 ro console=tty1 console=ttyAMA0,115200",
+		"root=PARTUUID=x/PARTNROFF=1 ro console=tty1 console=serial0,115200\n": "root=PARTUUID=x/PARTNROFF=1 ro console=tty1 console=ttyS0,115200",
 		"root=PARTUUID=x/PARTNROFF=2 console=tty1":                             "root=PARTUUID=x/PARTNROFF=2 console=tty1",
-		"console=serial0":               "console=ttyAMA0",
+		"console=serial0":               "console=ttyS0",
 		"console=serial1,9600 panic=10": "console=serial1,9600 panic=10",
 	} {
 		if got := qemu.RpiCmdline(in); got != want {
@@ -30,23 +30,24 @@ func TestRpiCmdline(t *testing.T) {
 }
 
 func TestRpiArgs(t *testing.T) {
-	cmdline := "root=PARTUUID=x/PARTNROFF=1 ro console=ttyAMA0,115200"
+	cmdline := "root=PARTUUID=x/PARTNROFF=1 ro console=ttyS0,115200"
 	args := qemu.RpiArgs(qemu.RpiOptions{Snapshot: true, Forwards: []qemu.Forward{{Proto: "tcp", HostPort: 8080, GuestPort: 80}}},
 		"/t/vmlinuz", "/t/pi.dtb", "/t/card.img", cmdline)
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
 		"-machine raspi3b", "-m 1024", "-smp 4", "-kernel /t/vmlinuz", "-dtb /t/pi.dtb",
 		"file=/t/card.img,format=raw,if=sd", "-snapshot",
-		"user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80", "usb-net,netdev=net0", "-serial stdio",
+		"user,id=net0,hostfwd=tcp:127.0.0.1:8080-:80", "usb-net,netdev=net0,mac=b8:27:eb:00:00:01", "-serial null -serial stdio",
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("args lack %q: %s", want, joined)
 		}
 	}
-	// The command line is one argument (exec, no shell).
+	// The command line is one argument (exec, no shell), with the watchdog
+	// driver kept off (QEMU resets the machine when it is armed).
 	for i, a := range args {
-		if a == "-append" && (i+1 >= len(args) || args[i+1] != cmdline) {
-			t.Errorf("-append is not followed by the command line as one argument: %q", args)
+		if a == "-append" && (i+1 >= len(args) || args[i+1] != cmdline+" initcall_blacklist=bcm2835_wdt_driver_init") {
+			t.Errorf("-append is not followed by the command line and the watchdog quirk as one argument: %q", args)
 		}
 	}
 }
@@ -142,7 +143,7 @@ func TestRpiImageBootsInEmulation(t *testing.T) {
 	if !bytes.Equal(boot.Kernel, moduleKernel) {
 		t.Fatal("the image's vmlinuz is not the kernel module's")
 	}
-	if !strings.Contains(boot.Cmdline, "console=ttyAMA0,115200") {
+	if !strings.Contains(boot.Cmdline, "console=ttyS0,115200") {
 		t.Fatalf("the command line has no serial console: %q", boot.Cmdline)
 	}
 
