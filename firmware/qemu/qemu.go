@@ -2,7 +2,8 @@
 // with the cell's ports forwarded to the host: `cellctl vm run` for development,
 // and the boot, update and rollback tests. KVM is used when a probe finds it
 // really works (see KVM); otherwise QEMU emulates in software (TCG, a boot then
-// takes ~30 s).
+// takes ~30 s). StartRpi boots the Raspberry Pi image on qemu-system-aarch64's
+// emulated Pi 3 instead (rpi.go says what that does and does not run).
 package qemu
 
 import (
