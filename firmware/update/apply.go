@@ -125,6 +125,18 @@ func (u *Updater) Apply(ctx context.Context, path string) (*bundle.Manifest, err
 		return nil, err
 	}
 
+	// A pending kernel update that this one replaces has its trial armed:
+	// the firmware must not boot it into the slot about to be rewritten.
+	if st.Phase == PhasePending && st.Kernel != "" {
+		kb, ok := u.Boot.(KernelBoot)
+		if !ok {
+			return nil, errors.New("this device cannot remove the pending kernel's trial")
+		}
+		if err := kb.Disarm(); err != nil {
+			return nil, fmt.Errorf("removing the pending kernel's trial: %w", err)
+		}
+	}
+
 	// From here on the inactive slot is written; the boot partition's
 	// permanent files are not.
 	log.Info("writing root", "version", m.Version, "slot", target, "bytes", root.Size, "kernel", plan.Kernel)

@@ -620,3 +620,26 @@ func TestDeviceRoot(t *testing.T) {
 		}
 	}
 }
+
+// A root-only bundle that replaces a pending kernel update removes its trial
+// entry first: the firmware must not boot the old bundle's kernel into the
+// new root.
+func TestRootOnlyBundleReplacingPendingKernelDisarms(t *testing.T) {
+	k := newKernelEnv(t, "amd64")
+	if _, err := k.u.Apply(context.Background(), k.kernelBundle("1.1.0", "", nil)); err != nil {
+		t.Fatal(err)
+	}
+	path, _ := k.makeBundle(bundle.Manifest{Version: "1.2.0", Target: "amd64"}, 5000)
+	if _, err := k.u.Apply(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	if names := bootNames(t, k.bootFAT, EntriesDir); len(names) != 1 {
+		t.Errorf("entries %q, want the kernel trial removed", names)
+	}
+	if st, _ := k.state.Load(); st.Phase != PhasePending || st.Kernel != "" || st.Version != "1.2.0" {
+		t.Errorf("state %+v, want the root-only update pending", st)
+	}
+	if safe, _ := (FATBoot{Open: OpenFile(k.bootFAT)}).KexecSafe(); !safe {
+		t.Error("a root-only update on the flashed kernel should reboot by kexec, as before")
+	}
+}
