@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -35,12 +36,13 @@ func growPermAtBoot() {
 		logger.Error("the data partition is not checked: the root's disk was not found", "err", err)
 		return
 	}
+	start := time.Now()
 	res, err := growPerm("/dev/" + disk)
 	if err != nil {
 		logger.Error("the data partition could not be grown", "disk", "/dev/"+disk, "err", err, "done", res.String())
 		return
 	}
-	logger.Info("perm: "+res.String(), "disk", "/dev/"+disk, "grew", res.Grew, "formatted", res.Formatted, "size_mib", res.Size>>20)
+	logger.Info("perm: "+res.String(), "disk", "/dev/"+disk, "grew", res.Grew, "formatted", res.Formatted, "size_mib", res.Size>>20, "took", time.Since(start).Round(time.Millisecond))
 }
 
 func growPerm(disk string) (grow.Result, error) {
