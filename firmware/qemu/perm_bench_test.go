@@ -43,6 +43,7 @@ func BenchmarkPermFirstBoot(b *testing.B) {
 					b.Fatal("the later boot did not leave /perm alone")
 				}
 				v.vm.Kill()
+				b.Log(permLines(v.serial.String()))
 				b.Logf("%s: first boot %s, later boot %s", size.name, d1.Round(100*time.Millisecond), d2.Round(100*time.Millisecond))
 				first += d1
 				later += d2

@@ -27,6 +27,17 @@ func onDisk(t testing.TB, img string, cfg *image.Config, size int64) (string, in
 	return img, ((size-33*512)>>20<<20-l.Start[image.PartPerm])>>20
 }
 
+// permLines are the init's console lines about /perm.
+func permLines(serial string) string {
+	var out []string
+	for _, l := range strings.Split(serial, "\n") {
+		if strings.Contains(l, "component=perm") {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 var diskReason = regexp.MustCompile(`([0-9.]+) MiB free of ([0-9.]+) MiB`)
 
 // TestPermFillsDisk: the cell's image written to a 4 GiB disk boots with a
@@ -91,5 +102,5 @@ func TestPermFillsDisk(t *testing.T) {
 	if got2 := total(); got2 != got {
 		t.Errorf("/perm is %.1f MiB after the reboot, was %.1f", got2, got)
 	}
-	t.Logf("second boot %s", second.Round(time.Second))
+	t.Logf("second boot %s; the console about /perm:\n%s", second.Round(time.Second), permLines(v.serial.String()))
 }
