@@ -20,7 +20,7 @@ import (
 const (
 	mib       = int64(1) << 20
 	imgSize   = 64 * mib  // the "image": four partitions and the GPT
-	cardSize  = 1 << 30   // the "card" it is written to
+	cardSize  = 640 * mib // the "card" it is written to (over 512 MiB: 4 KiB blocks, as on a card)
 	smallCard = 128 * mib // a card for the tests that need no 4 KiB blocks
 )
 
