@@ -8,7 +8,11 @@
 //
 //	1 boot   FAT32  kernel (gokrazy/kernel.amd64 or kernel.rpi), command line;
 //	                amd64: systemd-boot as EFI/BOOT/BOOTX64.EFI + loader/entries/gokrazy.conf;
-//	                rpi:   the Pi firmware (gokrazy/firmware), device trees, config.txt
+//	                rpi:   the Pi firmware (gokrazy/firmware), device trees, config.txt;
+//	                the permanent entry, loader.conf and config.txt padded by a
+//	                comment, so that a kernel update's commit rewrites them in
+//	                place; slot-a/ and slot-b/ appear with the first kernel
+//	                update (firmware/update; BundleBootFiles is what a bundle carries)
 //	                setup-code.txt: the cell's one-time setup code (Options.SetupCode),
 //	                copied by the init to /run/cell at boot (package release)
 //	2 root A squashfs  /gokrazy/init (cmd/cell-init), gokrazy's dhcp and ntp,
