@@ -23,7 +23,8 @@ import (
 type Device struct {
 	Updater  *Updater
 	SpoolDir string
-	// Reboot restarts the device after an accepted bundle (default GokrazyReboot).
+	// Reboot restarts the device after an accepted bundle (default
+	// GokrazyReboot; for a Pi kernel bundle TrybootReboot).
 	Reboot func() error
 	// RebootDelay lets the HTTP answer reach the client first (default 2s).
 	RebootDelay time.Duration
