@@ -643,3 +643,50 @@ func TestRootOnlyBundleReplacingPendingKernelDisarms(t *testing.T) {
 		t.Error("a root-only update on the flashed kernel should reboot by kexec, as before")
 	}
 }
+
+// TestPowerCutAfterKernelCommit: with a bundle's kernel permanent (slot-b),
+// the next kernel update writes slot-a; a power cut at any point of it leaves
+// the permanent entry and slot-b's kernel as they were.
+func TestPowerCutAfterKernelCommit(t *testing.T) {
+	for _, cut := range []int{0, 3, 9, 20, 40, 80} {
+		t.Run(fmt.Sprint(cut), func(t *testing.T) {
+			k := newKernelEnv(t, "amd64")
+			if _, err := k.u.Apply(context.Background(), k.kernelBundle("1.1.0", "", nil)); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := k.state.Load()
+			if err := (FATBoot{Open: OpenFile(k.bootFAT)}).Bless(st); err != nil {
+				t.Fatal(err)
+			}
+			k.state.Save(State{Phase: PhaseCommitted, Version: "1.1.0", Slot: SlotB})
+			k.slots.active, k.rel.Version = SlotB, "1.1.0"
+			entry := bootFile(t, k.bootFAT, PermanentEntry)
+			permKernel := k.kernel
+			k.kernel = make([]byte, 1<<20)
+			rand.Read(k.kernel)
+			left := cut
+			k.u.Boot = FATBoot{Open: func() (Partition, error) {
+				f, err := os.OpenFile(k.bootFAT, os.O_RDWR, 0)
+				return cutPartition{f, &left}, err
+			}}
+			_, err := k.u.Apply(context.Background(), k.kernelBundle("1.2.0", "", nil))
+			if left > 0 {
+				t.Skipf("the install needs fewer than %d writes", cut)
+			}
+			if !errors.Is(err, errPowerCut) {
+				t.Fatalf("install with the power cut after %d writes: %v", cut, err)
+			}
+			if !bytes.Equal(bootFile(t, k.bootFAT, PermanentEntry), entry) {
+				t.Error("the permanent entry changed")
+			}
+			if !bytes.Equal(bootFile(t, k.bootFAT, "slot-b/vmlinuz"), permKernel) {
+				t.Error("the permanent kernel in slot-b changed")
+			}
+			for _, n := range bootNames(t, k.bootFAT, EntriesDir) {
+				if strings.HasPrefix(n, "cell-") {
+					t.Errorf("a trial is armed after the cut: %s", n)
+				}
+			}
+		})
+	}
+}
