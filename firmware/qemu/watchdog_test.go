@@ -94,26 +94,24 @@ func TestWatchdogResetsHungTrial(t *testing.T) {
 	if !strings.Contains(stopped.text, "did not answer") {
 		t.Errorf("feeding stopped for another reason than a silent cell: %s", stopped.text)
 	}
-	// The reset: the machine's firmware starts again (a kexec reboot would
-	// not pass through it), then the kernel.
-	banner := console.wait(t, stopped, "Linux version", 3*time.Minute)
-	if between := console.between(stopped, banner); strings.Contains(between, "reboot") && !strings.Contains(between, "BdsDxe") {
-		t.Errorf("the machine was rebooted by software, not reset by the watchdog:\n%s", between)
-	}
-	// Nothing on the machine writes to the console after the stop but the
-	// firmware once the reset has happened.
-	reset := console.wait(t, stopped, "", time.Second)
-	t.Logf("the init stopped feeding %s after arming (%s); the console's next line (%q) came %s later, the kernel banner %s later (timeout 60 s)",
+	// The reset: the machine's firmware (OVMF) starts again, which a
+	// software reboot by kexec, as gokrazy reboots, never does; then the
+	// kernel.
+	firmware := console.wait(t, stopped, "BdsDxe", 3*time.Minute)
+	banner := console.wait(t, firmware, "Linux version", time.Minute)
+	t.Logf("the init stopped feeding %s after arming, %s after its last feed; the firmware wrote %s after the stop, the kernel banner %s after it (watchdog timeout 60 s)",
 		stopped.at.Sub(rearmed.at).Round(time.Second), field(stopped.text, "last_fed_ago"),
-		reset.text, reset.at.Sub(stopped.at).Round(time.Second), banner.at.Sub(stopped.at).Round(time.Second))
-	t.Logf("console between the last feed and the new kernel:\n%s", console.between(stopped, banner))
+		firmware.at.Sub(stopped.at).Round(time.Second), banner.at.Sub(stopped.at).Round(time.Second))
+	if early := firmware.at.Sub(stopped.at); early < 50*time.Second {
+		t.Errorf("the machine reset %s after the feeding stopped, before the 60 s timeout could run out", early)
+	}
 
 	// Back on the old root, which says why.
 	v.waitHealth(4 * time.Minute)
-	if l, ok := console.find(banner, "ended in a reset by the watchdog"); ok {
-		t.Logf("the driver reports the watchdog's reset: %s", l.text)
-	} else {
-		t.Log("the driver does not report the watchdog's reset (WDIOF_CARDRESET)")
+	// QEMU's i6300esb, like the chip, remembers that it fired; the old
+	// root's init says so.
+	if _, ok := console.find(banner, "the last boot ended in a reset by the watchdog"); !ok {
+		t.Error("the old root's init did not report a reset by the watchdog")
 	}
 	back := time.Now()
 	st := v.waitUpdate(30*time.Second, "status", func(update.Status) bool { return true })
