@@ -6,6 +6,7 @@
 //	firmware/bundle   the signed update bundle (cellctl update build; the device's checks)
 //	firmware/update   the device side: A/B roots, trial boot, commit, rollback
 //	firmware/bootfs   in-place reads and one-byte rewrites of the boot FAT
+//	firmware/grow     the data partition fills the disk (first boot, cellctl flash)
 //	firmware/qemu     boots an amd64 image under OVMF (cellctl vm run; the image tests),
 //	                  and the rpi image on QEMU's emulated Pi 3
 //	cmd/cell-init     the image's init: gokrazy.Boot, the trial switch, supervision

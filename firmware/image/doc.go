@@ -22,7 +22,9 @@
 //	                /user/containerd-shim-runc-v2, /user/runc, /etc/containerd/config.toml,
 //	                and the services' OCI archives in /usr/share/pic/images
 //	3 root B squashfs  empty until the first update (package firmware/update)
-//	4 perm   ext4   formatted at build time, so the first boot finds /perm ready
+//	4 perm   ext4   formatted at build time, so the first boot finds /perm ready;
+//	                grown to the end of the card, and formatted again at full size,
+//	                by the init at the first boot or by cellctl flash (firmware/grow)
 //
 // The kernel command line names the root relative to the boot partition's GUID
 // (root=PARTUUID=<boot>/PARTNROFF=1), so a root switch changes one digit in place.
