@@ -130,8 +130,12 @@ func RpiCmdline(cmdlineTxt string) string {
 // command line from the boot partition of the image at path (the GPT's first
 // partition, FAT32), finding them as the Pi 3's firmware does: config.txt's
 // kernel= (default kernel8.img), cmdline= (default cmdline.txt) and
-// device_tree= (default dtb), each under its os_prefix=.
+// device_tree= (default dtb, or RpiDeviceTree if dtb is empty), each under
+// its os_prefix=.
 func ReadRpiBoot(path, dtb string) (*RpiBoot, error) {
+	if dtb == "" {
+		dtb = RpiDeviceTree
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
