@@ -101,8 +101,12 @@ const (
 	DefaultHealthURL    = "http://127.0.0.1:3000/health"
 	DefaultTrialTimeout = 180 * time.Second
 	defaultBootMiB      = 100
-	defaultRootMiB      = 256
-	defaultPermMiB      = 256
+	// The Pi's boot partition holds the firmware and, for kernel updates,
+	// up to three kernels with their device trees and overlays (about
+	// 48 MiB each); amd64's kernel is about 17 MiB.
+	defaultRpiBootMiB = 256
+	defaultRootMiB    = 256
+	defaultPermMiB    = 256
 )
 
 var (
@@ -256,6 +260,15 @@ func (s Settings) trialTimeout() time.Duration {
 		return DefaultTrialTimeout
 	}
 	return time.Duration(s.TrialTimeout)
+}
+
+// bootMiB is the boot partition's size for cfg: its setting, else the
+// target's default.
+func bootMiB(cfg *Config) int {
+	if cfg.Target == "rpi" {
+		return orDefault(cfg.Settings.BootMiB, defaultRpiBootMiB)
+	}
+	return orDefault(cfg.Settings.BootMiB, defaultBootMiB)
 }
 
 func orDefault(v, def int) int {

@@ -46,7 +46,7 @@ type Layout struct {
 // order boot, root A, root B, perm.
 func LayoutFor(cfg *Config) Layout {
 	sizes := [5]int64{0,
-		int64(orDefault(cfg.Settings.BootMiB, defaultBootMiB)) << 20,
+		int64(bootMiB(cfg)) << 20,
 		int64(orDefault(cfg.Settings.RootMiB, defaultRootMiB)) << 20,
 		int64(orDefault(cfg.Settings.RootMiB, defaultRootMiB)) << 20,
 		int64(orDefault(cfg.Settings.PermMiB, defaultPermMiB)) << 20,
