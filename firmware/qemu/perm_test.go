@@ -24,7 +24,7 @@ func onDisk(t testing.TB, img string, cfg *image.Config, size int64) (string, in
 		t.Fatal(err)
 	}
 	l := image.LayoutFor(cfg)
-	return img, ((size-33*512)>>20<<20-l.Start[image.PartPerm])>>20
+	return img, ((size-33*512)>>20<<20 - l.Start[image.PartPerm]) >> 20
 }
 
 // permLines are the init's console lines about /perm.
