@@ -131,7 +131,7 @@ type Loop struct {
 	// uplinkKey is what the last full build took from the uplink (WAN, LAN,
 	// the front's addresses), for the rtnetlink watcher to compare with.
 	uplinkKey atomic.Pointer[string]
-	closed   atomic.Bool // Close ran: the watcher stops
+	closed    atomic.Bool // Close ran: the watcher stops
 
 	live atomic.Pointer[plan.Live]
 	// devPub is the open device, for the stats reads (UAPI gets, which do
