@@ -9,7 +9,8 @@
 //	firmware/grow     the data partition fills the disk (first boot, cellctl flash)
 //	firmware/qemu     boots an amd64 image under OVMF (cellctl vm run; the image tests),
 //	                  and the rpi image on QEMU's emulated Pi 3
-//	cmd/cell-init     the image's init: gokrazy.Boot, the trial switch, supervision
+//	cmd/cell-init     the image's init: growing /perm, the watchdog, gokrazy.Boot,
+//	                  the trial switch, supervision
 //
 // The daemon reaches the firmware through update.Device (httpapi's /api/system
 // routes); the operator through cellctl's image, vm, flash, keygen and update

@@ -1,6 +1,8 @@
 // Command cell-init is the init (PID 1) of the cell's firmware image, what
 // gokrazy's packer would otherwise generate: gokrazy.Boot, then the programs of
-// /etc/cell/release.json supervised by gokrazy. Between the two it runs the
+// /etc/cell/release.json supervised by gokrazy. Before gokrazy.Boot it grows
+// the data partition to the card's end on a first boot (perm.go) and takes the
+// hardware watchdog, which it feeds only while the cell lives (watchdog.go). Between the two it runs the
 // trial switch of firmware/update: a freshly written root is booted once, by
 // switching into it from the old root's init, and made permanent only when the
 // cell reports healthy. Before the programs start it copies the setup code from
@@ -39,7 +41,7 @@ func main() {
 
 func run() error {
 	growPermAtBoot() // the data partition fills the disk on a first boot, before it is mounted (perm.go)
-	startWatchdog() // before gokrazy.Boot, whose own pinger would take the device (watchdog.go)
+	startWatchdog()  // before gokrazy.Boot, whose own pinger would take the device (watchdog.go)
 	if err := gokrazy.Boot(""); err != nil {
 		return err
 	}

@@ -150,9 +150,11 @@
 // loader.conf; the device refuses kernel bundles there (nothing written) and a
 // re-flash is needed once. The Pi's kernel with its device trees and overlays
 // is about 48 MiB, so the Pi's boot partition must hold three of them (the
-// flashed one and two slots); the device refuses a bundle that does not fit.
+// flashed one and two slots: the Pi's image has a 256 MiB boot partition); the
+// device refuses a bundle that does not fit.
 // The Pi's trial reboot does not stop the services first (gokrazy's reboot
 // cannot pass the tryboot flag): the file systems are synced and the reboot is
-// abrupt. A new system that hangs without crashing needs the hardware watchdog
-// (cmd/cell-init).
+// abrupt. A new system that hangs without crashing is reset by the hardware
+// watchdog, which the init feeds only while the cell answers (cmd/cell-init's
+// watchdog.go): during a trial the reset lands on the permanent root.
 package update
