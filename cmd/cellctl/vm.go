@@ -54,6 +54,7 @@ func (c *CLI) vm(args []string) error {
 		Serial:    c.Stdout,
 		MemoryMiB: *mem,
 		Snapshot:  *snapshot,
+		Watchdog:  true, // an i6300esb, as a box has a hardware watchdog: a hung guest resets
 		Forwards: []qemu.Forward{
 			{Proto: "tcp", HostPort: *httpsPort, GuestPort: 443},
 			{Proto: "tcp", HostPort: *httpPort, GuestPort: 80},
