@@ -51,6 +51,7 @@ func run() error {
 		return err
 	}
 	logger.Info("booting", "version", rel.Version, "target", rel.Target)
+	clockFloor(rel.Built, time.Now(), setClock, logger) // no board clock: not before the build (clock.go)
 
 	trial, onTrial := trialAtBoot(rel, logger)
 	setupCodeAtBoot(logger)
