@@ -139,16 +139,7 @@ func Start(ctx context.Context, opts Options) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, Binary, Args(opts, code, vars.Name())...)
-	cmd.Stdout = opts.Serial
-	cmd.Stderr = opts.Serial
-	if cmd.Stdout == nil {
-		cmd.Stdout = io.Discard
-		cmd.Stderr = io.Discard
-	}
-	// QEMU would read our stdin as the serial console's input; tests have none.
-	cmd.Stdin = nil
-	cmd.WaitDelay = 5 * time.Second
+	cmd := command(ctx, Binary, Args(opts, code, vars.Name()), opts.Serial)
 	vm := &VM{cmd: cmd, vars: vars.Name(), done: make(chan struct{}), Started: time.Now()}
 	if err := cmd.Start(); err != nil {
 		os.Remove(vars.Name())
@@ -210,4 +201,17 @@ func WaitHTTP(ctx context.Context, url string) ([]byte, error) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// command is QEMU's command: its output (the serial console) to serial, no
+// input (QEMU would read stdin as the console's; tests have none).
+func command(ctx context.Context, bin string, args []string, serial io.Writer) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = serial, serial
+	if serial == nil {
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	}
+	cmd.Stdin = nil
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
 }

@@ -328,15 +328,7 @@ func StartRpi(ctx context.Context, opts RpiOptions) (*VM, error) {
 	if err != nil {
 		return fail(err)
 	}
-	cmd := exec.CommandContext(ctx, RpiBinary, RpiArgs(opts, kernel, dtb, card, boot.Cmdline)...)
-	cmd.Stdout = opts.Serial
-	cmd.Stderr = opts.Serial
-	if cmd.Stdout == nil {
-		cmd.Stdout = io.Discard
-		cmd.Stderr = io.Discard
-	}
-	cmd.Stdin = nil
-	cmd.WaitDelay = 5 * time.Second
+	cmd := command(ctx, RpiBinary, RpiArgs(opts, kernel, dtb, card, boot.Cmdline), opts.Serial)
 	vm := &VM{cmd: cmd, done: make(chan struct{}), Started: time.Now()}
 	if err := cmd.Start(); err != nil {
 		return fail(err)

@@ -182,16 +182,7 @@ func TestRpiImageBootsInEmulation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		v.vm.Kill()
-		if t.Failed() {
-			s := v.serial.String()
-			if len(s) > 12000 {
-				s = s[len(s)-12000:]
-			}
-			t.Logf("serial console (tail):\n%s", s)
-		}
-	})
+	v.killAtEnd(12000)
 
 	marks := newConsoleMarks(
 		"kernel", `Linux version `+regexp.QuoteMeta(kver)+` .*`,

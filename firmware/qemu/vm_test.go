@@ -110,17 +110,23 @@ func bootVMWith(t testing.TB, img string, snapshot, front bool, extra []qemu.For
 		}
 	}
 	v.start(snapshot)
-	t.Cleanup(func() {
+	v.killAtEnd(6000)
+	return v
+}
+
+// killAtEnd stops the VM when the test ends and, when it failed, logs the
+// last tail bytes of the serial console.
+func (v *testVM) killAtEnd(tail int) {
+	v.t.Cleanup(func() {
 		v.vm.Kill()
-		if t.Failed() {
+		if v.t.Failed() {
 			s := v.serial.String()
-			if len(s) > 6000 {
-				s = s[len(s)-6000:]
+			if len(s) > tail {
+				s = s[len(s)-tail:]
 			}
-			t.Logf("serial console (tail):\n%s", s)
+			v.t.Logf("serial console (tail):\n%s", s)
 		}
 	})
-	return v
 }
 
 func (v *testVM) start(snapshot bool) {

@@ -55,16 +55,7 @@ func TestWatchdogResetsHungTrial(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		v.vm.Kill()
-		if t.Failed() {
-			s := v.serial.String()
-			if len(s) > 12000 {
-				s = s[len(s)-12000:]
-			}
-			t.Logf("serial console (tail):\n%s", s)
-		}
-	})
+	v.killAtEnd(12000)
 	v.waitHealth(4 * time.Minute)
 
 	// The init armed the device before gokrazy could, and gokrazy's own
