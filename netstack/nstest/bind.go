@@ -111,7 +111,7 @@ ns	IN %[2]s %[3]s
 	// No Pdeathsig: it fires when the OS thread that started named exits,
 	// and Go ends threads (those NS.Run locked, for one) whenever it likes.
 	log := &lockedBuffer{}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, named, "-g", "-n", "1", "-c", confPath)
+	cmd := ns.Command(named, "-g", "-n", "1", "-c", confPath)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start named: %v", err)

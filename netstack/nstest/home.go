@@ -202,7 +202,7 @@ func (h *Home) StartMiniUPnPd(t testing.TB, o MiniUPnPdOptions) *MiniUPnPd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.cmd = exec.Command("ip", "netns", "exec", h.Router.Name, bin, "-f", cf, "-d", "-P", filepath.Join(dir, "pid"))
+	m.cmd = h.Router.Command(bin, "-f", cf, "-d", "-P", filepath.Join(dir, "pid"))
 	m.cmd.Stdout, m.cmd.Stderr = lf, lf
 	if err := m.cmd.Start(); err != nil {
 		lf.Close()

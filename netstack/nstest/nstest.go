@@ -147,3 +147,10 @@ func EchoPackets(pc net.PacketConn) {
 		pc.WriteTo(buf[:n], from)
 	}
 }
+
+// Command is a command that runs name in the namespace (nsenter into its
+// network namespace, as NewContainerdHost does): for the daemons the tests
+// start there (named, miniupnpd).
+func (n *NS) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("nsenter", append([]string{"--net=/run/netns/" + n.Name, "--", name}, args...)...)
+}
