@@ -43,9 +43,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
-	if imagesDir != "" { // services_test.go's first-party archives
-		os.RemoveAll(imagesDir)
-	}
+	images.Remove() // services_test.go's first-party archives
 	os.Exit(code)
 }
 

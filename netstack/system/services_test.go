@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,31 +24,18 @@ import (
 // credentials the cell handed them, by name through the cell's DNS, over
 // HTTPS that the vault's CA signed.
 
-var (
-	imagesOnce sync.Once
-	imagesDir  string
-	imagesErr  error
-)
+// images are the first-party OCI archives, built once per test binary
+// (removed by TestMain).
+var images = oci.TempArchives{Module: "../.."}
 
-// firstPartyImages builds the first-party OCI archives once per test binary.
+// firstPartyImages is the archives' directory, built the first time.
 func firstPartyImages(t testing.TB) string {
 	t.Helper()
-	imagesOnce.Do(func() {
-		imagesDir, imagesErr = os.MkdirTemp("", "cell-images-")
-		if imagesErr != nil {
-			return
-		}
-		root, err := filepath.Abs("../..")
-		if err != nil {
-			imagesErr = err
-			return
-		}
-		_, imagesErr = oci.BuildFirstParty(context.Background(), root, imagesDir)
-	})
-	if imagesErr != nil {
-		t.Fatal(imagesErr)
+	dir, err := images.Dir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return imagesDir
+	return dir
 }
 
 // inClient runs args in a client's namespace the way a phone that set the

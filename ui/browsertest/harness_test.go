@@ -56,9 +56,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
-	if imagesDir != "" {
-		os.RemoveAll(imagesDir)
-	}
+	images.Remove()
 	os.Exit(code)
 }
 

@@ -1,7 +1,6 @@
 package browsertest
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -10,9 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,32 +19,18 @@ import (
 	"github.com/pic-cell/cell/netstack/nstest"
 )
 
-var (
-	imagesOnce sync.Once
-	imagesDir  string
-	imagesErr  error
-)
+// images are the first-party OCI archives, built once per test binary
+// (removed by TestMain).
+var images = oci.TempArchives{Module: "../.."}
 
-// firstPartyImages builds the services' OCI archives once per test binary
-// (removed with the binary by TestMain).
+// firstPartyImages is the archives' directory, built the first time.
 func firstPartyImages(t testing.TB) string {
 	t.Helper()
-	imagesOnce.Do(func() {
-		imagesDir, imagesErr = os.MkdirTemp("", "cell-ui-images-")
-		if imagesErr != nil {
-			return
-		}
-		root, err := filepath.Abs("../..")
-		if err != nil {
-			imagesErr = err
-			return
-		}
-		_, imagesErr = oci.BuildFirstParty(context.Background(), root, imagesDir)
-	})
-	if imagesErr != nil {
-		t.Fatal(imagesErr)
+	dir, err := images.Dir()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return imagesDir
+	return dir
 }
 
 // forward serves a loopback port of the host that leads to addr inside ns:
