@@ -167,6 +167,20 @@ func (b FATBoot) open() (*fatWriter, func(), error) {
 	return w, closeFn, nil
 }
 
+// openTarget is open, and the target the boot partition is laid out for.
+func (b FATBoot) openTarget() (*fatWriter, string, func(), error) {
+	w, closeFn, err := b.open()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	target, err := b.target(w)
+	if err != nil {
+		closeFn()
+		return nil, "", nil, err
+	}
+	return w, target, closeFn, nil
+}
+
 // permanentKernel is the kernel the permanent boot loads: the permanent
 // entry's linux line (amd64), or os_prefix + "vmlinuz" (Pi).
 func permanentKernel(w *fatWriter, target string) (string, error) {
@@ -248,15 +262,11 @@ func (b FATBoot) PlanKernel(slot int, version string, files []bundle.Part, cmdli
 	if slot != SlotA && slot != SlotB {
 		return plan, fmt.Errorf("root slot %d: want 2 or 3", slot)
 	}
-	w, closeFn, err := b.open()
+	w, target, closeFn, err := b.openTarget()
 	if err != nil {
 		return plan, err
 	}
 	defer closeFn()
-	target, err := b.target(w)
-	if err != nil {
-		return plan, err
-	}
 	hasKernel := false
 	for _, f := range files {
 		if f.BootPath() == "vmlinuz" {
@@ -548,15 +558,11 @@ func (b FATBoot) InstallKernel(plan KernelPlan, next func() (bundle.Part, io.Rea
 // then the trial's files are removed. A cut after the first write boots the
 // new system, which finds itself still on trial and blesses again.
 func (b FATBoot) Bless(st State) error {
-	w, closeFn, err := b.open()
+	w, target, closeFn, err := b.openTarget()
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	target, err := b.target(w)
-	if err != nil {
-		return err
-	}
 	switch target {
 	case "amd64":
 		if err := w.rewrite(PermanentEntry, EntryContent(st.Kernel, st.Cmdline, "", false), PadComment); err != nil {
@@ -582,15 +588,11 @@ func (b FATBoot) Bless(st State) error {
 // Disarm removes the trial files: systemd-boot's trial entries, the Pi's
 // tryboot.txt. The permanent boot is not touched.
 func (b FATBoot) Disarm() error {
-	w, closeFn, err := b.open()
+	w, target, closeFn, err := b.openTarget()
 	if err != nil {
 		return err
 	}
 	defer closeFn()
-	target, err := b.target(w)
-	if err != nil {
-		return err
-	}
 	return disarm(w, target)
 }
 
@@ -598,14 +600,13 @@ func (b FATBoot) Disarm() error {
 // cmdline.txt, bypassing the firmware) boots what the firmware would: the
 // permanent kernel is the flashed one and no trial is armed.
 func (b FATBoot) KexecSafe() (bool, error) {
-	w, closeFn, err := b.open()
+	w, target, closeFn, err := b.openTarget()
 	if err != nil {
 		return false, err
 	}
 	defer closeFn()
-	target, err := b.target(w)
-	if err != nil || target != "amd64" {
-		return false, err
+	if target != "amd64" {
+		return false, nil
 	}
 	k, err := permanentKernel(w, target)
 	if err != nil {
